@@ -1,0 +1,40 @@
+//! Kiro credentials: loading from the four sources, refreshing (single-flight, ahead of
+//! expiry), and writing rotated tokens back.
+
+pub mod source;
+pub mod token;
+
+pub use source::{AuthKind, CredentialSettings, CredentialSource, Credentials};
+pub use token::{AccessToken, TokenConfig, TokenManager, TokenStatus};
+
+/// A credential problem, worded for the person who has to fix it. Never carries a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// Nothing configured at all.
+    #[error("{0}")]
+    NoCredentials(String),
+    /// A configured source could not be read.
+    #[error("could not read credentials from {origin}: {detail}")]
+    Load { origin: String, detail: String },
+    /// The auth service refused the refresh token (revoked, expired, rotated away).
+    #[error("the Kiro auth service refused the refresh token from {origin} ({status}: {message}); {hint}")]
+    Refused {
+        origin: String,
+        status: u16,
+        message: String,
+        hint: String,
+    },
+    /// The refresh could not be done right now (network, 429, 5xx); a later try may work.
+    #[error("refreshing the Kiro access token from {origin} failed: {detail}")]
+    Transient { origin: String, detail: String },
+    /// A rotated token could not be written back.
+    #[error("could not write the refreshed token back to {origin}: {detail}")]
+    Persist { origin: String, detail: String },
+}
+
+impl AuthError {
+    /// A refresh that may succeed when tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AuthError::Transient { .. })
+    }
+}

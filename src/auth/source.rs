@@ -1,0 +1,562 @@
+//! Where credentials come from and where rotated ones go back to.
+//!
+//! Four sources (spec section 2): the Kiro IDE JSON file and the AWS SSO OIDC JSON file (both
+//! `KIRO_CREDS_FILE`), a bare `REFRESH_TOKEN`, and the kiro-cli SQLite database
+//! (`KIRO_CLI_DB_FILE`). Write-back keeps every field it does not own: the JSON file is rewritten
+//! atomically (temp file in the same folder, fsync, rename, mode 0600); the SQLite row is merged
+//! inside a transaction.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::AuthError;
+use crate::secret::Secret;
+
+/// kiro-cli token keys, in the order they are tried (spec 2.3; note the `odic` spelling).
+pub const SQLITE_TOKEN_KEYS: &[&str] = &[
+    "kirocli:social:token",
+    "kirocli:odic:token",
+    "codewhisperer:odic:token",
+];
+/// kiro-cli device-registration keys, in the order they are tried.
+pub const SQLITE_REGISTRATION_KEYS: &[&str] = &[
+    "kirocli:odic:device-registration",
+    "codewhisperer:odic:device-registration",
+];
+
+/// What the user configured (environment / `.env` / config file).
+#[derive(Debug, Clone, Default)]
+pub struct CredentialSettings {
+    /// `REFRESH_TOKEN`
+    pub refresh_token: Option<Secret>,
+    /// `PROFILE_ARN`
+    pub profile_arn: Option<String>,
+    /// `KIRO_REGION` (default `us-east-1`)
+    pub region: Option<String>,
+    /// `KIRO_CREDS_FILE`
+    pub creds_file: Option<PathBuf>,
+    /// `KIRO_CLI_DB_FILE`
+    pub cli_db_file: Option<PathBuf>,
+}
+
+/// Which refresh flow a credential uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Kiro desktop (social login): `POST {desktop}/refreshToken`.
+    Desktop,
+    /// AWS SSO OIDC (Builder ID, IAM Identity Center, kiro-cli): `POST {oidc}/token`.
+    Oidc,
+}
+
+impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::Desktop => "kiro_desktop",
+            AuthKind::Oidc => "aws_sso_oidc",
+        }
+    }
+}
+
+/// Where the credentials were read from, and so where rotated ones are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// `REFRESH_TOKEN` from the environment: nothing to write back to.
+    Env,
+    JsonFile { path: PathBuf },
+    Sqlite { path: PathBuf, token_key: String },
+}
+
+impl CredentialSource {
+    /// For messages: names the variable and the file, never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            CredentialSource::Env => "REFRESH_TOKEN".to_owned(),
+            CredentialSource::JsonFile { path } => format!("KIRO_CREDS_FILE ({})", path.display()),
+            CredentialSource::Sqlite { path, token_key } => {
+                format!("KIRO_CLI_DB_FILE ({}, key {token_key})", path.display())
+            }
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            CredentialSource::Env => "env",
+            CredentialSource::JsonFile { .. } => "json_file",
+            CredentialSource::Sqlite { .. } => "kiro_cli_sqlite",
+        }
+    }
+}
+
+/// Credentials as loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub access_token: Option<Secret>,
+    pub refresh_token: Option<Secret>,
+    pub expires_at: Option<SystemTime>,
+    pub profile_arn: Option<String>,
+    /// Region of the chat, model-list and desktop-refresh hosts.
+    pub api_region: String,
+    /// Region of the OIDC host (defaults to the API region).
+    pub sso_region: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+}
+
+impl Credentials {
+    /// OIDC when both a client id and secret are known (spec 2.1), else desktop.
+    pub fn kind(&self) -> AuthKind {
+        if self.client_id.is_some() && self.client_secret.is_some() {
+            AuthKind::Oidc
+        } else {
+            AuthKind::Desktop
+        }
+    }
+}
+
+/// What a refresh produced, to be written back.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub expires_at: SystemTime,
+    pub profile_arn: Option<String>,
+}
+
+/// The four ways to give the gateway credentials, for the "no credentials" error.
+pub const HOW_TO_PROVIDE: &str = "no Kiro credentials found. Provide one of:\n  \
+1. KIRO_CREDS_FILE=~/.aws/sso/cache/kiro-auth-token.json (the Kiro IDE's token file, after signing in to the IDE)\n  \
+2. REFRESH_TOKEN=<refresh token> (optionally PROFILE_ARN and KIRO_REGION)\n  \
+3. KIRO_CREDS_FILE=<AWS SSO cache file with clientId/clientSecret> (Builder ID, IAM Identity Center)\n  \
+4. KIRO_CLI_DB_FILE=~/.local/share/kiro-cli/data.sqlite3 (after `kiro-cli login`)\n\
+Set them in the environment, in .env, or in config.toml; or run with --demo to try the gateway on the bundled offline mock.";
+
+/// Expand a leading `~` to the home folder.
+pub fn expand_tilde(p: &Path) -> PathBuf {
+    let s = p.to_string_lossy();
+    if let Some(rest) = s.strip_prefix("~/").or_else(|| s.strip_prefix("~\\")) {
+        if let Some(home) = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")) {
+            return PathBuf::from(home).join(rest);
+        }
+    } else if s == "~" {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home);
+        }
+    }
+    p.to_path_buf()
+}
+
+fn load_err(source: &str, detail: impl std::fmt::Display) -> AuthError {
+    AuthError::Load {
+        origin: source.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Load credentials in the reference's order (spec 2.1): start from the environment values, then
+/// the SQLite database if configured, else the JSON file; fields present in the file win.
+pub fn load(settings: &CredentialSettings) -> Result<(Credentials, CredentialSource), AuthError> {
+    let mut creds = Credentials {
+        refresh_token: settings.refresh_token.clone().filter(|s| !s.is_empty()),
+        profile_arn: settings.profile_arn.clone().filter(|s| !s.is_empty()),
+        api_region: settings
+            .region
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "us-east-1".to_owned()),
+        ..Default::default()
+    };
+    let source = if let Some(db) = &settings.cli_db_file {
+        let path = expand_tilde(db);
+        let key = load_sqlite(&path, &mut creds)?;
+        CredentialSource::Sqlite {
+            path,
+            token_key: key,
+        }
+    } else if let Some(file) = &settings.creds_file {
+        let path = expand_tilde(file);
+        load_json(&path, &mut creds)?;
+        CredentialSource::JsonFile { path }
+    } else if creds.refresh_token.is_some() {
+        CredentialSource::Env
+    } else {
+        return Err(AuthError::NoCredentials(HOW_TO_PROVIDE.to_owned()));
+    };
+    if creds.refresh_token.is_none() {
+        return Err(load_err(
+            &source.describe(),
+            "it holds no refresh token; sign in again so that a complete token is written",
+        ));
+    }
+    Ok((creds, source))
+}
+
+fn str_field(map: &Map<String, Value>, key: &str) -> Option<String> {
+    map.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Parse an ISO-8601 / RFC 3339 expiry (`Z` or an offset).
+pub fn parse_expiry(s: &str) -> Option<SystemTime> {
+    OffsetDateTime::parse(s.trim(), &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+        .or_else(|| {
+            // a naive timestamp without zone: read it as UTC
+            OffsetDateTime::parse(&format!("{}Z", s.trim()), &Rfc3339)
+                .ok()
+                .map(SystemTime::from)
+        })
+}
+
+/// RFC 3339 in UTC with milliseconds and `Z`, the form the Kiro IDE writes.
+pub fn format_expiry(t: SystemTime) -> String {
+    let dt = OffsetDateTime::from(t);
+    let dt = dt
+        .replace_nanosecond(dt.millisecond() as u32 * 1_000_000)
+        .unwrap_or(dt);
+    dt.format(&Rfc3339).unwrap_or_default()
+}
+
+fn load_json(path: &Path, creds: &mut Credentials) -> Result<(), AuthError> {
+    let source = format!("KIRO_CREDS_FILE ({})", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| load_err(&source, e))?;
+    let map: Map<String, Value> = serde_json::from_str(&text)
+        .map_err(|e| load_err(&source, format!("not a JSON object: {e}")))?;
+    if let Some(t) = str_field(&map, "accessToken") {
+        creds.access_token = Some(Secret::new(t));
+    }
+    if let Some(t) = str_field(&map, "refreshToken") {
+        creds.refresh_token = Some(Secret::new(t));
+    }
+    if let Some(t) = str_field(&map, "expiresAt") {
+        creds.expires_at = parse_expiry(&t);
+    }
+    if let Some(a) = str_field(&map, "profileArn") {
+        creds.profile_arn = Some(a);
+    }
+    if let Some(r) = str_field(&map, "region") {
+        creds.api_region = r;
+    }
+    creds.client_id = str_field(&map, "clientId");
+    creds.client_secret = str_field(&map, "clientSecret").map(Secret::new);
+    if creds.client_id.is_none() {
+        if let Some(hash) = str_field(&map, "clientIdHash") {
+            load_device_registration(path, &hash, creds);
+        }
+    }
+    Ok(())
+}
+
+/// "Enterprise" Kiro IDE files name their device registration by hash (spec 2.2).
+fn load_device_registration(creds_path: &Path, hash: &str, creds: &mut Credentials) {
+    let file = format!("{hash}.json");
+    let mut candidates = Vec::new();
+    if let Some(dir) = creds_path.parent() {
+        candidates.push(dir.join(&file));
+    }
+    candidates.push(expand_tilde(Path::new("~/.aws/sso/cache")).join(&file));
+    for c in candidates {
+        let Ok(text) = std::fs::read_to_string(&c) else {
+            continue;
+        };
+        let Ok(map) = serde_json::from_str::<Map<String, Value>>(&text) else {
+            continue;
+        };
+        creds.client_id = str_field(&map, "clientId");
+        creds.client_secret = str_field(&map, "clientSecret").map(Secret::new);
+        if creds.client_id.is_some() {
+            return;
+        }
+    }
+    tracing::warn!(
+        "credentials name a device registration ({hash}.json) that was not found; refreshing as a Kiro desktop account"
+    );
+}
+
+fn open_db(path: &Path, source: &str) -> Result<rusqlite::Connection, AuthError> {
+    if !path.exists() {
+        return Err(load_err(source, "file not found"));
+    }
+    let conn = rusqlite::Connection::open(path).map_err(|e| load_err(source, e))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| load_err(source, e))?;
+    Ok(conn)
+}
+
+fn read_kv(conn: &rusqlite::Connection, key: &str) -> Option<Map<String, Value>> {
+    let text: String = conn
+        .query_row("SELECT value FROM auth_kv WHERE key = ?1", [key], |r| r.get(0))
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn load_sqlite(path: &Path, creds: &mut Credentials) -> Result<String, AuthError> {
+    let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
+    let conn = open_db(path, &source)?;
+    let (key, token) = SQLITE_TOKEN_KEYS
+        .iter()
+        .find_map(|k| read_kv(&conn, k).map(|v| ((*k).to_owned(), v)))
+        .ok_or_else(|| {
+            load_err(
+                &source,
+                "no kiro-cli token in table auth_kv; run `kiro-cli login` first",
+            )
+        })?;
+    apply_sqlite_token(&token, creds);
+    if let Some(reg) = SQLITE_REGISTRATION_KEYS.iter().find_map(|k| read_kv(&conn, k)) {
+        creds.client_id = str_field(&reg, "client_id");
+        creds.client_secret = str_field(&reg, "client_secret").map(Secret::new);
+        if creds.sso_region.is_none() {
+            creds.sso_region = str_field(&reg, "region");
+        }
+    }
+    if creds.profile_arn.is_none() {
+        // kiro-cli keeps the selected profile in its `state` table (not every version has it)
+        let profile: Option<String> = conn
+            .query_row(
+                "SELECT value FROM state WHERE key = 'api.codewhisperer.profile'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        if let Some(map) = profile.and_then(|p| serde_json::from_str::<Map<String, Value>>(&p).ok())
+        {
+            creds.profile_arn = str_field(&map, "arn");
+        }
+    }
+    Ok(key)
+}
+
+fn apply_sqlite_token(token: &Map<String, Value>, creds: &mut Credentials) {
+    if let Some(t) = str_field(token, "access_token") {
+        creds.access_token = Some(Secret::new(t));
+    }
+    if let Some(t) = str_field(token, "refresh_token") {
+        creds.refresh_token = Some(Secret::new(t));
+    }
+    creds.expires_at = str_field(token, "expires_at").and_then(|t| parse_expiry(&t));
+    if let Some(r) = str_field(token, "region") {
+        // SQLite regions are the SSO region only; chat stays on KIRO_REGION (spec 2.7)
+        creds.sso_region = Some(r);
+    }
+    if let Some(a) = str_field(token, "profile_arn") {
+        creds.profile_arn = Some(a);
+    }
+}
+
+/// Re-read what the source holds now (another program may have refreshed). `None` for `Env`
+/// or when the source cannot be read.
+pub fn reread(source: &CredentialSource) -> Option<Credentials> {
+    let mut creds = Credentials::default();
+    match source {
+        CredentialSource::Env => return None,
+        CredentialSource::JsonFile { path } => load_json(path, &mut creds).ok()?,
+        CredentialSource::Sqlite { path, token_key } => {
+            let conn = open_db(path, "").ok()?;
+            apply_sqlite_token(&read_kv(&conn, token_key)?, &mut creds);
+        }
+    }
+    Some(creds)
+}
+
+/// Write a rotation back to its source. Blocking I/O: call it from `spawn_blocking`.
+pub fn persist(source: &CredentialSource, rot: &Rotation) -> Result<(), AuthError> {
+    match source {
+        CredentialSource::Env => Ok(()),
+        CredentialSource::JsonFile { path } => persist_json(path, rot),
+        CredentialSource::Sqlite { path, token_key } => persist_sqlite(path, token_key, rot),
+    }
+}
+
+fn persist_err(source: &str, detail: impl std::fmt::Display) -> AuthError {
+    AuthError::Persist {
+        origin: source.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+fn persist_json(path: &Path, rot: &Rotation) -> Result<(), AuthError> {
+    let source = format!("KIRO_CREDS_FILE ({})", path.display());
+    // Merge into what the file holds now, so fields another program added survive.
+    let mut map: Map<String, Value> = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+        Err(_) => Map::new(),
+    };
+    map.insert(
+        "accessToken".into(),
+        Value::String(rot.access_token.expose().to_owned()),
+    );
+    map.insert(
+        "refreshToken".into(),
+        Value::String(rot.refresh_token.expose().to_owned()),
+    );
+    map.insert("expiresAt".into(), Value::String(format_expiry(rot.expires_at)));
+    if let Some(arn) = &rot.profile_arn {
+        map.insert("profileArn".into(), Value::String(arn.clone()));
+    }
+    let text = serde_json::to_string_pretty(&map).map_err(|e| persist_err(&source, e))?;
+    write_atomic(path, text.as_bytes()).map_err(|e| persist_err(&source, e))
+}
+
+/// Write `data` to `path` through a temp file in the same folder, fsync, then rename; the
+/// file is created with mode 0600 on Unix.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "credentials".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn persist_sqlite(path: &Path, key: &str, rot: &Rotation) -> Result<(), AuthError> {
+    let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
+    let mut conn = open_db(path, &source).map_err(|e| persist_err(&source, e))?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| persist_err(&source, e))?;
+    let mut map = read_kv(&tx, key).unwrap_or_default();
+    map.insert(
+        "access_token".into(),
+        Value::String(rot.access_token.expose().to_owned()),
+    );
+    map.insert(
+        "refresh_token".into(),
+        Value::String(rot.refresh_token.expose().to_owned()),
+    );
+    map.insert("expires_at".into(), Value::String(format_expiry(rot.expires_at)));
+    if let Some(arn) = &rot.profile_arn {
+        if map.contains_key("profile_arn") {
+            map.insert("profile_arn".into(), Value::String(arn.clone()));
+        }
+    }
+    let text = Value::Object(map).to_string();
+    let changed = tx
+        .execute("UPDATE auth_kv SET value = ?1 WHERE key = ?2", [&text, key])
+        .map_err(|e| persist_err(&source, e))?;
+    if changed == 0 {
+        tx.execute("INSERT INTO auth_kv (key, value) VALUES (?1, ?2)", [key, &text])
+            .map_err(|e| persist_err(&source, e))?;
+    }
+    tx.commit().map_err(|e| persist_err(&source, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats_expiries() {
+        let t = parse_expiry("2025-01-12T23:00:00.000Z").unwrap();
+        assert_eq!(format_expiry(t), "2025-01-12T23:00:00Z");
+        let t2 = parse_expiry("2025-01-12T23:00:00.123456+00:00").unwrap();
+        assert_eq!(format_expiry(t2), "2025-01-12T23:00:00.123Z");
+        assert!(parse_expiry("2025-01-12T23:00:00").is_some());
+        assert!(parse_expiry("soon").is_none());
+    }
+
+    #[test]
+    fn detects_oidc_by_client_credentials() {
+        let mut c = Credentials::default();
+        assert_eq!(c.kind(), AuthKind::Desktop);
+        c.client_id = Some("id".into());
+        c.client_secret = Some(Secret::new("s"));
+        assert_eq!(c.kind(), AuthKind::Oidc);
+    }
+
+    #[test]
+    fn no_credentials_explains_the_four_ways() {
+        let err = load(&CredentialSettings::default()).unwrap_err();
+        let text = err.to_string();
+        for v in ["KIRO_CREDS_FILE", "REFRESH_TOKEN", "KIRO_CLI_DB_FILE", "--demo"] {
+            assert!(text.contains(v), "{text}");
+        }
+    }
+
+    #[test]
+    fn json_write_back_is_atomic_keeps_unknown_fields_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiro-auth-token.json");
+        std::fs::write(
+            &path,
+            r#"{"accessToken":"a0","refreshToken":"r0","expiresAt":"2020-01-01T00:00:00Z","provider":"Github","authMethod":"social"}"#,
+        )
+        .unwrap();
+        let rot = Rotation {
+            access_token: Secret::new("a1"),
+            refresh_token: Secret::new("r1"),
+            expires_at: parse_expiry("2030-01-01T00:00:00Z").unwrap(),
+            profile_arn: Some("arn:aws:codewhisperer:us-east-1:1:profile/X".into()),
+        };
+        persist(&CredentialSource::JsonFile { path: path.clone() }, &rot).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["accessToken"], "a1");
+        assert_eq!(v["refreshToken"], "r1");
+        assert_eq!(v["expiresAt"], "2030-01-01T00:00:00Z");
+        assert_eq!(v["provider"], "Github");
+        assert_eq!(v["authMethod"], "social");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // no temp file left behind
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn reads_the_enterprise_device_registration_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiro-auth-token.json");
+        std::fs::write(&path, r#"{"refreshToken":"r","clientIdHash":"abc"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("abc.json"),
+            r#"{"clientId":"cid","clientSecret":"cs"}"#,
+        )
+        .unwrap();
+        let (c, _) = load(&CredentialSettings {
+            creds_file: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.kind(), AuthKind::Oidc);
+        assert_eq!(c.client_id.as_deref(), Some("cid"));
+    }
+}

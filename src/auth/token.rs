@@ -1,0 +1,508 @@
+//! [`TokenManager`]: hands out a valid access token, refreshing it ahead of expiry.
+//!
+//! - **Ahead of expiry, not before every request.** A token is refreshed once it is within the
+//!   margin of its expiry; the margin is capped at half the token's lifetime, so a service that
+//!   issues 10-minute tokens does not cause a refresh per request (the original's defect 12).
+//! - **Single-flight.** Concurrent callers that find the token due wait on one refresh and share
+//!   its result. A 403 forces a refresh only if the token that failed is still the current one;
+//!   otherwise the caller gets the token another task already fetched (defect 11).
+//! - **Nothing lost.** A rotated refresh token is written back to its source before the new
+//!   token is handed out; if the write fails the error is logged loudly and retried on the next
+//!   refresh, and the in-memory token keeps working.
+//! - **Shared sources.** Before refreshing, the source is re-read: if the Kiro IDE or kiro-cli has
+//!   already refreshed, their token is adopted instead of spending (and rotating away) theirs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::source::{self, AuthKind, CredentialSource, Credentials, Rotation};
+use super::AuthError;
+use crate::kiro::client::{EndpointTemplates, KiroHeaders, UpstreamHttp};
+use crate::secret::Secret;
+
+/// Settings of the token manager.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Refresh when the token expires within this margin (capped at half its lifetime).
+    pub refresh_margin: Duration,
+    /// After a failed refresh, callers within this window get the same error instead of a new
+    /// refresh attempt (no refresh storms against a failing auth service).
+    pub failure_cooldown: Duration,
+    /// Lifetime assumed when a refresh answer carries no `expiresIn`.
+    pub default_lifetime: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            refresh_margin: Duration::from_secs(300),
+            failure_cooldown: Duration::from_secs(2),
+            default_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// An access token as handed out, with the generation it belongs to (for 403 handling).
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub token: Secret,
+    pub generation: u64,
+}
+
+/// What `/health` may show about the token: never the token.
+#[derive(Debug, Clone)]
+pub struct TokenStatus {
+    pub auth_kind: AuthKind,
+    pub source: String,
+    pub expires_at: Option<SystemTime>,
+    pub refreshes: u64,
+    /// A rotated token is held in memory only because writing it back failed.
+    pub unsaved_rotation: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    access: Option<Secret>,
+    refresh: Secret,
+    expires_at: Option<SystemTime>,
+    /// Lifetime of the current token when known (it came from our refresh).
+    lifetime: Option<Duration>,
+    profile_arn: Option<String>,
+    generation: u64,
+    /// A rotation that could not be written back yet.
+    unsaved: Option<Rotation>,
+    last_failure: Option<(tokio::time::Instant, AuthError)>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    kind: AuthKind,
+    source: CredentialSource,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    api_region: String,
+    refresh_url: String,
+    http: UpstreamHttp,
+    headers: KiroHeaders,
+    cfg: TokenConfig,
+    refreshes: AtomicU64,
+}
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("kind", &self.inner.kind)
+            .field("source", &self.inner.source)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshAnswer {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<f64>,
+    #[serde(default)]
+    profile_arn: Option<String>,
+}
+
+impl TokenManager {
+    /// Build from loaded credentials.
+    pub fn new(
+        creds: Credentials,
+        source: CredentialSource,
+        endpoints: &EndpointTemplates,
+        http: UpstreamHttp,
+        headers: KiroHeaders,
+        cfg: TokenConfig,
+    ) -> Result<Self, AuthError> {
+        let kind = creds.kind();
+        let refresh = creds.refresh_token.clone().ok_or_else(|| AuthError::Load {
+            origin: source.describe(),
+            detail: "no refresh token".into(),
+        })?;
+        let refresh_url = match kind {
+            AuthKind::Desktop => endpoints.desktop_refresh(&creds.api_region),
+            AuthKind::Oidc => {
+                endpoints.oidc_token(creds.sso_region.as_deref().unwrap_or(&creds.api_region))
+            }
+        };
+        Ok(TokenManager {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    access: creds.access_token,
+                    refresh,
+                    expires_at: creds.expires_at,
+                    lifetime: None,
+                    profile_arn: creds.profile_arn,
+                    generation: 0,
+                    unsaved: None,
+                    last_failure: None,
+                }),
+                refresh_lock: tokio::sync::Mutex::new(()),
+                kind,
+                source,
+                client_id: creds.client_id,
+                client_secret: creds.client_secret,
+                api_region: creds.api_region,
+                refresh_url,
+                http,
+                headers,
+                cfg,
+                refreshes: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn auth_kind(&self) -> AuthKind {
+        self.inner.kind
+    }
+
+    pub fn source(&self) -> &CredentialSource {
+        &self.inner.source
+    }
+
+    /// Region of the chat and model-list hosts.
+    pub fn api_region(&self) -> &str {
+        &self.inner.api_region
+    }
+
+    /// The profile ARN known for the account (from the credentials or the last refresh).
+    pub fn profile_arn(&self) -> Option<String> {
+        self.lock_state().profile_arn.clone()
+    }
+
+    /// Refreshes performed by this manager since it started.
+    pub fn refresh_count(&self) -> u64 {
+        self.inner.refreshes.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> TokenStatus {
+        let s = self.lock_state();
+        TokenStatus {
+            auth_kind: self.inner.kind,
+            source: self.inner.source.describe(),
+            expires_at: s.expires_at,
+            refreshes: self.refresh_count(),
+            unsaved_rotation: s.unsaved.is_some(),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere while holding it; the state itself is
+        // always consistent (single assignments), so keep using it.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn margin(&self, s: &State) -> Duration {
+        match s.lifetime {
+            Some(l) => self.inner.cfg.refresh_margin.min(l / 2),
+            None => self.inner.cfg.refresh_margin,
+        }
+    }
+
+    /// The current token if it is not due for refresh.
+    fn fresh(&self) -> Option<AccessToken> {
+        let s = self.lock_state();
+        let access = s.access.clone()?;
+        let exp = s.expires_at?;
+        (SystemTime::now() + self.margin(&s) < exp).then_some(AccessToken {
+            token: access,
+            generation: s.generation,
+        })
+    }
+
+    /// The current token if it has not expired (used when a refresh fails transiently).
+    fn unexpired(&self) -> Option<AccessToken> {
+        let s = self.lock_state();
+        let access = s.access.clone()?;
+        (SystemTime::now() < s.expires_at?).then_some(AccessToken {
+            token: access,
+            generation: s.generation,
+        })
+    }
+
+    /// A valid access token, refreshing first if it is due.
+    pub async fn access_token(&self) -> Result<AccessToken, AuthError> {
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let _guard = self.inner.refresh_lock.lock().await;
+        // Whoever held the lock before us may have refreshed already.
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        match self.refresh_locked().await {
+            Ok(t) => Ok(t),
+            Err(e) if e.is_transient() => match self.unexpired() {
+                Some(t) => {
+                    tracing::warn!(error = %e, "token refresh failed; the current token is still valid, using it");
+                    Ok(t)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The service rejected `failed` as invalid: refresh, unless another task already replaced
+    /// it, in which case the newer token is returned without a second refresh.
+    pub async fn force_refresh(&self, failed: &AccessToken) -> Result<AccessToken, AuthError> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        {
+            let s = self.lock_state();
+            if s.generation != failed.generation {
+                if let Some(access) = s.access.clone() {
+                    return Ok(AccessToken {
+                        token: access,
+                        generation: s.generation,
+                    });
+                }
+            }
+        }
+        // The token the service refused must not be adopted again from the source.
+        self.refresh_after_reread(Some(&failed.token)).await
+    }
+
+    async fn refresh_locked(&self) -> Result<AccessToken, AuthError> {
+        self.refresh_after_reread(None).await
+    }
+
+    async fn refresh_after_reread(&self, refused: Option<&Secret>) -> Result<AccessToken, AuthError> {
+        if let Some(t) = self.adopt_from_source(refused).await {
+            return Ok(t);
+        }
+        {
+            let s = self.lock_state();
+            if let Some((at, err)) = &s.last_failure {
+                if at.elapsed() < self.inner.cfg.failure_cooldown {
+                    return Err(err.clone());
+                }
+            }
+        }
+        let result = self.refresh_now().await;
+        let mut s = self.lock_state();
+        match &result {
+            Ok(_) => s.last_failure = None,
+            Err(e) => s.last_failure = Some((tokio::time::Instant::now(), e.clone())),
+        }
+        result
+    }
+
+    /// If the source now holds a different, fresh token (the IDE or kiro-cli refreshed), use it.
+    async fn adopt_from_source(&self, refused: Option<&Secret>) -> Option<AccessToken> {
+        if self.inner.source == CredentialSource::Env {
+            return None;
+        }
+        let src = self.inner.source.clone();
+        let now_held = tokio::task::spawn_blocking(move || source::reread(&src))
+            .await
+            .ok()
+            .flatten()?;
+        let access = now_held.access_token?;
+        let exp = now_held.expires_at?;
+        let mut s = self.lock_state();
+        let same_as_ours = s.access.as_ref() == Some(&access);
+        let refused_one = refused == Some(&access);
+        if same_as_ours || refused_one || SystemTime::now() + self.margin(&s) >= exp {
+            return None;
+        }
+        tracing::info!(source = %self.inner.source.describe(), "adopting a token refreshed by another program");
+        s.access = Some(access.clone());
+        s.expires_at = Some(exp);
+        s.lifetime = None;
+        if let Some(r) = now_held.refresh_token {
+            s.refresh = r;
+        }
+        s.generation += 1;
+        s.unsaved = None;
+        Some(AccessToken {
+            token: access,
+            generation: s.generation,
+        })
+    }
+
+    fn hint(&self) -> String {
+        match (&self.inner.source, self.inner.kind) {
+            (CredentialSource::Sqlite { .. }, _) => {
+                "run `kiro-cli login` to sign in again".to_owned()
+            }
+            (CredentialSource::Env, _) => {
+                "get a new refresh token (sign in to the Kiro IDE again) and set REFRESH_TOKEN"
+                    .to_owned()
+            }
+            (CredentialSource::JsonFile { path }, AuthKind::Oidc) => format!(
+                "sign in again (Kiro IDE or `kiro-cli login`) so that {} gets a new token",
+                path.display()
+            ),
+            (CredentialSource::JsonFile { path }, AuthKind::Desktop) => format!(
+                "sign in to the Kiro IDE again so that it rewrites {}",
+                path.display()
+            ),
+        }
+    }
+
+    async fn refresh_now(&self) -> Result<AccessToken, AuthError> {
+        let inner = &self.inner;
+        let source = inner.source.describe();
+        let refresh = self.lock_state().refresh.clone();
+        let (body, ua) = match inner.kind {
+            AuthKind::Desktop => (
+                json!({ "refreshToken": refresh.expose() }),
+                inner.headers.refresh_user_agent.clone(),
+            ),
+            AuthKind::Oidc => (
+                json!({
+                    "grantType": "refresh_token",
+                    "clientId": inner.client_id.as_deref().unwrap_or_default(),
+                    "clientSecret": inner.client_secret.as_ref().map(Secret::expose).unwrap_or_default(),
+                    "refreshToken": refresh.expose(),
+                }),
+                http::HeaderValue::from_static("aws-sdk-js/3.980.0 KiroIDE"),
+            ),
+        };
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&inner.refresh_url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, ua)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| AuthError::Load {
+                origin: source.clone(),
+                detail: format!("bad refresh URL {:?}: {e}", inner.refresh_url),
+            })?;
+        inner.refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(kind = inner.kind.as_str(), "refreshing the Kiro access token");
+        let (status, _headers, body) =
+            inner
+                .http
+                .call_json(req)
+                .await
+                .map_err(|e| AuthError::Transient {
+                    origin: source.clone(),
+                    detail: e.to_string(),
+                })?;
+        if !status.is_success() {
+            return Err(self.classify_failure(status, &body));
+        }
+        let answer: RefreshAnswer =
+            serde_json::from_slice(&body).map_err(|e| AuthError::Transient {
+                origin: source.clone(),
+                detail: format!("the refresh answer is not the expected JSON: {e}"),
+            })?;
+        if answer.access_token.is_empty() {
+            return Err(AuthError::Transient {
+                origin: source,
+                detail: "the refresh answer has an empty accessToken".into(),
+            });
+        }
+        let lifetime = answer
+            .expires_in
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(inner.cfg.default_lifetime);
+        let access = Secret::new(answer.access_token);
+        let expires_at = SystemTime::now() + lifetime;
+        let (rotation, generation) = {
+            let mut s = self.lock_state();
+            if let Some(r) = answer.refresh_token.filter(|r| !r.is_empty()) {
+                s.refresh = Secret::new(r);
+            }
+            if inner.kind == AuthKind::Desktop {
+                if let Some(arn) = answer.profile_arn.filter(|a| !a.is_empty()) {
+                    s.profile_arn = Some(arn);
+                }
+            }
+            s.access = Some(access.clone());
+            s.expires_at = Some(expires_at);
+            s.lifetime = Some(lifetime);
+            s.generation += 1;
+            let rot = Rotation {
+                access_token: access.clone(),
+                refresh_token: s.refresh.clone(),
+                expires_at,
+                profile_arn: s.profile_arn.clone(),
+            };
+            s.unsaved = Some(rot.clone());
+            (rot, s.generation)
+        };
+        self.write_back(rotation).await;
+        Ok(AccessToken {
+            token: access,
+            generation,
+        })
+    }
+
+    async fn write_back(&self, rot: Rotation) {
+        if self.inner.source == CredentialSource::Env {
+            tracing::warn!(
+                "the refresh token from REFRESH_TOKEN may have been rotated; the new one is kept in memory only. Use KIRO_CREDS_FILE or KIRO_CLI_DB_FILE so that it survives a restart"
+            );
+            self.lock_state().unsaved = None;
+            return;
+        }
+        let src = self.inner.source.clone();
+        let rot2 = rot.clone();
+        let result = tokio::task::spawn_blocking(move || source::persist(&src, &rot2)).await;
+        match result {
+            Ok(Ok(())) => {
+                let mut s = self.lock_state();
+                if s.unsaved.as_ref().map(|u| &u.access_token) == Some(&rot.access_token) {
+                    s.unsaved = None;
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "the rotated token is kept in memory; it will be written again on the next refresh"),
+            Err(e) => tracing::error!(error = %e, "credential write-back task failed"),
+        }
+    }
+
+    fn classify_failure(&self, status: StatusCode, body: &[u8]) -> AuthError {
+        let source = self.inner.source.describe();
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        let message = field("error_description")
+            .or_else(|| field("message"))
+            .or_else(|| field("error"))
+            .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
+        let invalid_grant = field("error").as_deref() == Some("invalid_grant");
+        let refused = invalid_grant
+            || matches!(
+                status,
+                StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            );
+        if refused {
+            AuthError::Refused {
+                origin: source,
+                status: status.as_u16(),
+                message,
+                hint: self.hint(),
+            }
+        } else {
+            AuthError::Transient {
+                origin: source,
+                detail: format!("auth service answered {}: {message}", status.as_u16()),
+            }
+        }
+    }
+}

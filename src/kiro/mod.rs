@@ -1,0 +1,14 @@
+//! The Kiro side: wire types, the event-stream decoder, typed events and the HTTP client.
+
+pub mod client;
+pub mod error;
+pub mod events;
+pub mod eventstream;
+pub mod types;
+
+pub use client::{
+    EndpointTemplates, EventStream, GenerateRequest, GenerateResponse, HttpConfig, KiroClient,
+    KiroClientConfig, KiroHeaders, UpstreamHttp,
+};
+pub use error::{Error, UpstreamStatus};
+pub use events::{Event, StreamException, ToolCallAssembler, ToolInput, ToolUseEvent};
