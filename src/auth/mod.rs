@@ -5,7 +5,7 @@ pub mod source;
 pub mod token;
 
 pub use source::{AuthKind, CredentialSettings, CredentialSource, Credentials};
-pub use token::{AccessToken, TokenConfig, TokenManager, TokenStatus};
+pub use token::{AccessToken, ProfileArnPolicy, TokenConfig, TokenManager, TokenStatus};
 
 /// A credential problem, worded for the person who has to fix it. Never carries a secret.
 #[derive(Debug, Clone, thiserror::Error)]

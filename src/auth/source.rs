@@ -67,8 +67,13 @@ impl AuthKind {
 pub enum CredentialSource {
     /// `REFRESH_TOKEN` from the environment: nothing to write back to.
     Env,
-    JsonFile { path: PathBuf },
-    Sqlite { path: PathBuf, token_key: String },
+    JsonFile {
+        path: PathBuf,
+    },
+    Sqlite {
+        path: PathBuf,
+        token_key: String,
+    },
 }
 
 impl CredentialSource {
@@ -292,7 +297,9 @@ fn open_db(path: &Path, source: &str) -> Result<rusqlite::Connection, AuthError>
 
 fn read_kv(conn: &rusqlite::Connection, key: &str) -> Option<Map<String, Value>> {
     let text: String = conn
-        .query_row("SELECT value FROM auth_kv WHERE key = ?1", [key], |r| r.get(0))
+        .query_row("SELECT value FROM auth_kv WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
         .ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -310,7 +317,10 @@ fn load_sqlite(path: &Path, creds: &mut Credentials) -> Result<String, AuthError
             )
         })?;
     apply_sqlite_token(&token, creds);
-    if let Some(reg) = SQLITE_REGISTRATION_KEYS.iter().find_map(|k| read_kv(&conn, k)) {
+    if let Some(reg) = SQLITE_REGISTRATION_KEYS
+        .iter()
+        .find_map(|k| read_kv(&conn, k))
+    {
         creds.client_id = str_field(&reg, "client_id");
         creds.client_secret = str_field(&reg, "client_secret").map(Secret::new);
         if creds.sso_region.is_none() {
@@ -397,7 +407,10 @@ fn persist_json(path: &Path, rot: &Rotation) -> Result<(), AuthError> {
         "refreshToken".into(),
         Value::String(rot.refresh_token.expose().to_owned()),
     );
-    map.insert("expiresAt".into(), Value::String(format_expiry(rot.expires_at)));
+    map.insert(
+        "expiresAt".into(),
+        Value::String(format_expiry(rot.expires_at)),
+    );
     if let Some(arn) = &rot.profile_arn {
         map.insert("profileArn".into(), Value::String(arn.clone()));
     }
@@ -456,7 +469,10 @@ fn persist_sqlite(path: &Path, key: &str, rot: &Rotation) -> Result<(), AuthErro
         "refresh_token".into(),
         Value::String(rot.refresh_token.expose().to_owned()),
     );
-    map.insert("expires_at".into(), Value::String(format_expiry(rot.expires_at)));
+    map.insert(
+        "expires_at".into(),
+        Value::String(format_expiry(rot.expires_at)),
+    );
     if let Some(arn) = &rot.profile_arn {
         if map.contains_key("profile_arn") {
             map.insert("profile_arn".into(), Value::String(arn.clone()));
@@ -467,8 +483,11 @@ fn persist_sqlite(path: &Path, key: &str, rot: &Rotation) -> Result<(), AuthErro
         .execute("UPDATE auth_kv SET value = ?1 WHERE key = ?2", [&text, key])
         .map_err(|e| persist_err(&source, e))?;
     if changed == 0 {
-        tx.execute("INSERT INTO auth_kv (key, value) VALUES (?1, ?2)", [key, &text])
-            .map_err(|e| persist_err(&source, e))?;
+        tx.execute(
+            "INSERT INTO auth_kv (key, value) VALUES (?1, ?2)",
+            [key, &text],
+        )
+        .map_err(|e| persist_err(&source, e))?;
     }
     tx.commit().map_err(|e| persist_err(&source, e))
 }
@@ -500,7 +519,12 @@ mod tests {
     fn no_credentials_explains_the_four_ways() {
         let err = load(&CredentialSettings::default()).unwrap_err();
         let text = err.to_string();
-        for v in ["KIRO_CREDS_FILE", "REFRESH_TOKEN", "KIRO_CLI_DB_FILE", "--demo"] {
+        for v in [
+            "KIRO_CREDS_FILE",
+            "REFRESH_TOKEN",
+            "KIRO_CLI_DB_FILE",
+            "--demo",
+        ] {
             assert!(text.contains(v), "{text}");
         }
     }

@@ -37,6 +37,21 @@ pub struct TokenConfig {
     pub failure_cooldown: Duration,
     /// Lifetime assumed when a refresh answer carries no `expiresIn`.
     pub default_lifetime: Duration,
+    /// When requests carry the profile ARN (spec 2.8: the sources disagree, so it is a knob).
+    pub profile_arn_policy: ProfileArnPolicy,
+}
+
+/// Whether `profileArn` goes into generate and model-list requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProfileArnPolicy {
+    /// The reference's rule for q.amazonaws.com: Kiro desktop accounts send it, AWS SSO OIDC
+    /// accounts never do (the service answers 403 when they do).
+    #[default]
+    Auto,
+    /// Always send it when one is known (runtime.kiro.dev requires it for every account).
+    Always,
+    /// Never send it.
+    Never,
 }
 
 impl Default for TokenConfig {
@@ -45,6 +60,7 @@ impl Default for TokenConfig {
             refresh_margin: Duration::from_secs(300),
             failure_cooldown: Duration::from_secs(2),
             default_lifetime: Duration::from_secs(3600),
+            profile_arn_policy: ProfileArnPolicy::Auto,
         }
     }
 }
@@ -171,6 +187,18 @@ impl TokenManager {
         })
     }
 
+    /// Load the configured source (see [`source::load`]) and build a manager for it.
+    pub fn load(
+        settings: &super::CredentialSettings,
+        endpoints: &EndpointTemplates,
+        http: UpstreamHttp,
+        headers: KiroHeaders,
+        cfg: TokenConfig,
+    ) -> Result<Self, AuthError> {
+        let (creds, source) = source::load(settings)?;
+        Self::new(creds, source, endpoints, http, headers, cfg)
+    }
+
     pub fn auth_kind(&self) -> AuthKind {
         self.inner.kind
     }
@@ -187,6 +215,14 @@ impl TokenManager {
     /// The profile ARN known for the account (from the credentials or the last refresh).
     pub fn profile_arn(&self) -> Option<String> {
         self.lock_state().profile_arn.clone()
+    }
+
+    /// The profile ARN to put into requests, following [`ProfileArnPolicy`].
+    pub fn profile_arn_for_requests(&self) -> Option<String> {
+        match (self.inner.cfg.profile_arn_policy, self.inner.kind) {
+            (ProfileArnPolicy::Never, _) | (ProfileArnPolicy::Auto, AuthKind::Oidc) => None,
+            _ => self.profile_arn(),
+        }
     }
 
     /// Refreshes performed by this manager since it started.
@@ -288,7 +324,10 @@ impl TokenManager {
         self.refresh_after_reread(None).await
     }
 
-    async fn refresh_after_reread(&self, refused: Option<&Secret>) -> Result<AccessToken, AuthError> {
+    async fn refresh_after_reread(
+        &self,
+        refused: Option<&Secret>,
+    ) -> Result<AccessToken, AuthError> {
         if let Some(t) = self.adopt_from_source(refused).await {
             return Ok(t);
         }
@@ -393,7 +432,10 @@ impl TokenManager {
                 detail: format!("bad refresh URL {:?}: {e}", inner.refresh_url),
             })?;
         inner.refreshes.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(kind = inner.kind.as_str(), "refreshing the Kiro access token");
+        tracing::debug!(
+            kind = inner.kind.as_str(),
+            "refreshing the Kiro access token"
+        );
         let (status, _headers, body) =
             inner
                 .http
@@ -472,7 +514,9 @@ impl TokenManager {
                     s.unsaved = None;
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "the rotated token is kept in memory; it will be written again on the next refresh"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the rotated token is kept in memory; it will be written again on the next refresh")
+            }
             Err(e) => tracing::error!(error = %e, "credential write-back task failed"),
         }
     }

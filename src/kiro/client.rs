@@ -31,8 +31,8 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::error::{BoxError, Error, UpstreamStatus};
-use super::eventstream::{Decoder, DEFAULT_MAX_FRAME_LEN};
 use super::events::{frame_to_event, Event};
+use super::eventstream::{Decoder, DEFAULT_MAX_FRAME_LEN};
 use super::types::ListAvailableModelsResponse;
 use crate::secret::Secret;
 
@@ -141,7 +141,12 @@ impl UpstreamConnector {
         direct.enforce_http(false);
         direct.set_connect_timeout(Some(cfg.connect_timeout));
         direct.set_nodelay(true);
-        let proxy = match cfg.proxy.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        let proxy = match cfg
+            .proxy
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             None => None,
             Some(p) => Some(build_proxy(p, &direct)?),
         };
@@ -190,7 +195,10 @@ fn build_proxy(url: &str, direct: &HttpConnector) -> Result<ProxyConnector, Erro
         "socks5" | "socks5h" => 1080,
         other => return Err(proxy_error(url, format!("unsupported scheme {other:?}"))),
     };
-    let hostport = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let hostport = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         hostport.to_owned()
     } else {
         format!("{hostport}:{default_port}")
@@ -269,15 +277,14 @@ impl Service<Uri> for UpstreamConnector {
             match proxy {
                 None => Ok(MaybeHttpsStream::Http(direct.oneshot(dst).await?)),
                 Some(ProxyConnector::Http(t)) => Ok(t.oneshot(dst).await?),
-                Some(ProxyConnector::Socks(s)) => {
-                    Ok(MaybeHttpsStream::Http(s.oneshot(dst).await?))
-                }
+                Some(ProxyConnector::Socks(s)) => Ok(MaybeHttpsStream::Http(s.oneshot(dst).await?)),
             }
         })
     }
 }
 
-fn tls_builder() -> Result<hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>, Error> {
+fn tls_builder(
+) -> Result<hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>, Error> {
     hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
         .map_err(|e| Error::Request(format!("TLS setup failed: {e}")))
@@ -426,10 +433,12 @@ pub fn installation_fingerprint() -> String {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Settings of [`KiroClient`].
@@ -564,10 +573,15 @@ impl KiroClient {
             let req = self.base_request(Method::GET, &url, token, 1, 1, Bytes::new())?;
             let (status, headers, body) = self.http.call_json(req).await?;
             if !status.is_success() {
-                return Err(Error::Status(UpstreamStatus::from_parts(status, &headers, body)));
+                return Err(Error::Status(Box::new(UpstreamStatus::from_parts(
+                    status, &headers, body,
+                ))));
             }
-            let page: ListAvailableModelsResponse = serde_json::from_slice(&body)
-                .map_err(|e| Error::Body(format!("ListAvailableModels answer is not the expected JSON: {e}")))?;
+            let page: ListAvailableModelsResponse = serde_json::from_slice(&body).map_err(|e| {
+                Error::Body(format!(
+                    "ListAvailableModels answer is not the expected JSON: {e}"
+                ))
+            })?;
             all.models.extend(page.models);
             if all.default_model.is_none() {
                 all.default_model = page.default_model;
@@ -577,7 +591,9 @@ impl KiroClient {
                 None => return Ok(all),
             }
         }
-        tracing::warn!("ListAvailableModels still had pages after {MAX_PAGES}; keeping what was read");
+        tracing::warn!(
+            "ListAvailableModels still had pages after {MAX_PAGES}; keeping what was read"
+        );
         Ok(all)
     }
 }
@@ -624,11 +640,11 @@ impl Service<GenerateRequest> for KiroClient {
                     Ok(Ok(b)) => b,
                     _ => Bytes::new(),
                 };
-                return Err(Error::Status(UpstreamStatus::from_parts(
+                return Err(Error::Status(Box::new(UpstreamStatus::from_parts(
                     parts.status,
                     &parts.headers,
                     body,
-                )));
+                ))));
             }
             Ok(GenerateResponse {
                 status: parts.status,
@@ -638,6 +654,9 @@ impl Service<GenerateRequest> for KiroClient {
         })
     }
 }
+
+/// Observer of raw upstream bytes.
+type Tap = Box<dyn FnMut(&Bytes) + Send>;
 
 /// Events decoded from an upstream body, as they arrive (see the module docs).
 ///
@@ -650,13 +669,13 @@ pub struct EventStream<B> {
     body: B,
     decoder: Decoder,
     idle_timeout: Duration,
-    #[pin]
-    idle: Sleep,
+    /// Boxed so the stream is `Unpin` (one allocation per upstream response).
+    idle: Pin<Box<Sleep>>,
     require_end_events: bool,
     saw_end_marker: bool,
     finished: bool,
     /// Raw bytes observer (debug capture); gets every body chunk as it arrives.
-    tap: Option<Box<dyn FnMut(&Bytes) + Send>>,
+    tap: Option<Tap>,
     bytes_read: u64,
 }
 
@@ -666,7 +685,7 @@ impl<B> EventStream<B> {
             body,
             decoder: Decoder::new().with_max_frame_len(cfg.max_frame_len),
             idle_timeout: cfg.idle_timeout,
-            idle: tokio::time::sleep(cfg.idle_timeout),
+            idle: Box::pin(tokio::time::sleep(cfg.idle_timeout)),
             require_end_events: cfg.require_end_events,
             saw_end_marker: false,
             finished: false,
@@ -763,11 +782,12 @@ where
 }
 
 /// Collect a body chunk by chunk into one buffer — for tests and tools, never the data path.
-pub async fn collect_events<S>(mut events: S) -> (Vec<Event>, Option<Error>)
+pub async fn collect_events<S>(events: S) -> (Vec<Event>, Option<Error>)
 where
-    S: Stream<Item = Result<Event, Error>> + Unpin,
+    S: Stream<Item = Result<Event, Error>>,
 {
     use futures_util::StreamExt;
+    let mut events = std::pin::pin!(events);
     let mut out = Vec::new();
     while let Some(item) = events.next().await {
         match item {
@@ -798,7 +818,10 @@ mod tests {
         for (t, p) in [
             ("assistantResponseEvent", r#"{"content":"héllo "}"#),
             ("assistantResponseEvent", r#"{"content":"héllo "}"#),
-            ("meteringEvent", r#"{"unit":"credit","unitPlural":"credits","usage":0.5}"#),
+            (
+                "meteringEvent",
+                r#"{"unit":"credit","unitPlural":"credits","usage":0.5}"#,
+            ),
             ("contextUsageEvent", r#"{"contextUsagePercentage":3.0}"#),
         ] {
             all.extend_from_slice(&encode_frame(&event_headers(t), p.as_bytes()));
@@ -828,7 +851,10 @@ mod tests {
 
     #[tokio::test]
     async fn body_ending_before_the_closing_events_is_truncation() {
-        let f = encode_frame(&event_headers("assistantResponseEvent"), br#"{"content":"a"}"#);
+        let f = encode_frame(
+            &event_headers("assistantResponseEvent"),
+            br#"{"content":"a"}"#,
+        );
         let s = EventStream::new(body_of(vec![f]), &KiroClientConfig::new("http://x"));
         let (events, err) = collect_events(Box::pin(s)).await;
         assert_eq!(events.len(), 1);
@@ -846,11 +872,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stall_beyond_the_idle_timeout_is_an_error() {
-        let f = encode_frame(&event_headers("assistantResponseEvent"), br#"{"content":"a"}"#);
-        let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
-            http_body::Frame::data(f),
-        )])
-        .chain(futures_util::stream::pending());
+        let f = encode_frame(
+            &event_headers("assistantResponseEvent"),
+            br#"{"content":"a"}"#,
+        );
+        let stream =
+            futures_util::stream::iter(vec![Ok::<_, std::io::Error>(http_body::Frame::data(f))])
+                .chain(futures_util::stream::pending());
         use futures_util::StreamExt as _;
         let body = StreamBody::new(stream);
         let mut cfg = KiroClientConfig::new("http://x");
@@ -884,18 +912,26 @@ mod tests {
         assert!(is_loopback(&"http://127.0.0.1:9/".parse().unwrap()));
         assert!(is_loopback(&"http://[::1]:9/".parse().unwrap()));
         assert!(is_loopback(&"http://localhost/".parse().unwrap()));
-        assert!(!is_loopback(&"https://q.us-east-1.amazonaws.com/".parse().unwrap()));
+        assert!(!is_loopback(
+            &"https://q.us-east-1.amazonaws.com/".parse().unwrap()
+        ));
     }
 
     #[test]
     fn endpoint_templates_fill_the_region() {
         let t = EndpointTemplates::default();
-        assert_eq!(t.api("eu-central-1"), "https://q.eu-central-1.amazonaws.com");
+        assert_eq!(
+            t.api("eu-central-1"),
+            "https://q.eu-central-1.amazonaws.com"
+        );
         assert_eq!(
             t.desktop_refresh("us-east-1"),
             "https://prod.us-east-1.auth.desktop.kiro.dev/refreshToken"
         );
-        assert_eq!(t.oidc_token("us-west-2"), "https://oidc.us-west-2.amazonaws.com/token");
+        assert_eq!(
+            t.oidc_token("us-west-2"),
+            "https://oidc.us-west-2.amazonaws.com/token"
+        );
         let local = EndpointTemplates::all("http://127.0.0.1:9/");
         assert_eq!(local.oidc_token("x"), "http://127.0.0.1:9/token");
     }

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::eventstream::DecodeError;
 use super::events::{EventError, StreamException};
+use super::eventstream::DecodeError;
 use crate::auth::AuthError;
 
 /// A boxed error from the transport stack (hyper, rustls, the proxy connector).
@@ -21,7 +21,7 @@ pub enum Error {
     Connect { url: String, detail: String },
     /// The service answered with a non-success status.
     #[error("{0}")]
-    Status(UpstreamStatus),
+    Status(Box<UpstreamStatus>),
     /// No response headers or first frame within the first-token timeout.
     #[error("the Kiro service sent nothing within {0:?}")]
     FirstByteTimeout(Duration),
@@ -92,7 +92,12 @@ pub struct UpstreamStatus {
 
 impl std::fmt::Display for UpstreamStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Kiro service answered {}: {}", self.status.as_u16(), self.message)?;
+        write!(
+            f,
+            "Kiro service answered {}: {}",
+            self.status.as_u16(),
+            self.message
+        )?;
         if let Some(r) = &self.reason {
             write!(f, " (reason: {r})")?;
         }
@@ -212,10 +217,15 @@ mod tests {
         h.insert("retry-after", "2".parse().unwrap());
         h.insert(
             "x-amzn-errortype",
-            "ThrottlingException:http://internal.amazon.com/".parse().unwrap(),
+            "ThrottlingException:http://internal.amazon.com/"
+                .parse()
+                .unwrap(),
         );
-        let throttled =
-            UpstreamStatus::from_parts(StatusCode::TOO_MANY_REQUESTS, &h, Bytes::from_static(b"busy"));
+        let throttled = UpstreamStatus::from_parts(
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            Bytes::from_static(b"busy"),
+        );
         assert!(throttled.is_retryable());
         assert_eq!(throttled.retry_after, Some(Duration::from_secs(2)));
         assert_eq!(throttled.error_type.as_deref(), Some("ThrottlingException"));

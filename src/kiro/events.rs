@@ -196,21 +196,37 @@ fn exception(kind: &str, payload: &[u8], fallback_message: Option<&str>) -> Even
 }
 
 /// Parse a payload that may be wrapped in its event name (`{"toolUseEvent":{...}}`).
+///
+/// The payload is deserialised straight into `T` (no intermediate `Value`); only a payload
+/// that starts with its own event name as the first key is unwrapped first.
 fn parse<T: for<'de> Deserialize<'de>>(event_type: &str, payload: &[u8]) -> Result<T, EventError> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| EventError::BadPayload {
+    let bad = |e: serde_json::Error| EventError::BadPayload {
         event_type: event_type.to_owned(),
         detail: e.to_string(),
-    })?;
-    let value = match value {
-        Value::Object(mut map) if map.len() == 1 && map.contains_key(event_type) => {
-            map.remove(event_type).unwrap_or(Value::Null)
-        }
-        other => other,
     };
-    serde_json::from_value(value).map_err(|e| EventError::BadPayload {
-        event_type: event_type.to_owned(),
-        detail: e.to_string(),
-    })
+    if is_wrapped(event_type, payload) {
+        let mut map: std::collections::HashMap<String, T> =
+            serde_json::from_slice(payload).map_err(bad)?;
+        return map
+            .remove(event_type)
+            .ok_or_else(|| EventError::BadPayload {
+                event_type: event_type.to_owned(),
+                detail: "wrapped payload without its event member".into(),
+            });
+    }
+    serde_json::from_slice(payload).map_err(bad)
+}
+
+fn is_wrapped(event_type: &str, payload: &[u8]) -> bool {
+    let p = payload.trim_ascii_start();
+    let Some(rest) = p.strip_prefix(b"{") else {
+        return false;
+    };
+    let rest = rest.trim_ascii_start();
+    rest.len() > event_type.len() + 2
+        && rest[0] == b'"'
+        && &rest[1..=event_type.len()] == event_type.as_bytes()
+        && rest[event_type.len() + 1] == b'"'
 }
 
 /// Turn one frame into an event, or into the error it carries.
@@ -392,8 +408,11 @@ mod tests {
             }
         );
         assert_eq!(
-            ev("meteringEvent", r#"{"unit":"credit","unitPlural":"credits","usage":0.0148}"#)
-                .unwrap(),
+            ev(
+                "meteringEvent",
+                r#"{"unit":"credit","unitPlural":"credits","usage":0.0148}"#
+            )
+            .unwrap(),
             Event::Metering(Metering {
                 unit: Some("credit".into()),
                 unit_plural: Some("credits".into()),
@@ -405,7 +424,11 @@ mod tests {
             Event::ContextUsage { percentage: 12.5 }
         );
         assert_eq!(
-            ev("messageMetadataEvent", r#"{"conversationId":"c","utteranceId":"u"}"#).unwrap(),
+            ev(
+                "messageMetadataEvent",
+                r#"{"conversationId":"c","utteranceId":"u"}"#
+            )
+            .unwrap(),
             Event::MessageMetadata {
                 conversation_id: Some("c".into()),
                 utterance_id: Some("u".into())
@@ -433,8 +456,14 @@ mod tests {
 
     #[test]
     fn unknown_events_are_kept() {
-        let e = ev("supplementaryWebLinksEvent", r#"{"supplementaryWebLinks":[]}"#).unwrap();
-        assert!(matches!(e, Event::Unknown { event_type, .. } if event_type == "supplementaryWebLinksEvent"));
+        let e = ev(
+            "supplementaryWebLinksEvent",
+            r#"{"supplementaryWebLinks":[]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(e, Event::Unknown { event_type, .. } if event_type == "supplementaryWebLinksEvent")
+        );
     }
 
     #[test]
@@ -476,11 +505,19 @@ mod tests {
         let mut d = Decoder::new();
         d.push(&f);
         let err = frame_to_event(d.next_frame().unwrap().unwrap()).unwrap_err();
-        assert!(matches!(err, EventError::Exception(e) if e.kind == "InternalFailure" && e.message == "boom"));
+        assert!(
+            matches!(err, EventError::Exception(e) if e.kind == "InternalFailure" && e.message == "boom")
+        );
         let err = ev("throttlingError", r#"{"message":"too many"}"#).unwrap_err();
         assert!(matches!(err, EventError::Exception(e) if e.kind == "throttlingError"));
-        let err = ev("invalidStateEvent", r#"{"reason":"X","message":"bad state"}"#).unwrap_err();
-        assert!(matches!(err, EventError::Exception(e) if e.message == "bad state" && e.reason.as_deref() == Some("X")));
+        let err = ev(
+            "invalidStateEvent",
+            r#"{"reason":"X","message":"bad state"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, EventError::Exception(e) if e.message == "bad state" && e.reason.as_deref() == Some("X"))
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@
 //! decoder.finish().unwrap();
 //! ```
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Bytes of the prelude (two lengths and the prelude CRC).
@@ -58,8 +60,13 @@ pub enum DecodeError {
     FrameTooLarge { len: usize, max: usize },
     #[error("event-stream frame length {len} is shorter than the 16-byte minimum")]
     FrameTooSmall { len: usize },
-    #[error("event-stream headers length {headers_len} does not fit in a frame of {total_len} bytes")]
-    HeadersTooLong { headers_len: usize, total_len: usize },
+    #[error(
+        "event-stream headers length {headers_len} does not fit in a frame of {total_len} bytes"
+    )]
+    HeadersTooLong {
+        headers_len: usize,
+        total_len: usize,
+    },
     #[error("event-stream header has unknown value type {0}")]
     UnknownHeaderType(u8),
     #[error("event-stream header block is malformed: {0}")]
@@ -85,8 +92,8 @@ pub enum HeaderValue {
     Int64(i64),
     /// type 6
     ByteArray(Bytes),
-    /// type 7
-    String(String),
+    /// type 7 (the names and values Kiro always sends are interned, not allocated)
+    String(Cow<'static, str>),
     /// type 8, milliseconds since the epoch
     Timestamp(i64),
     /// type 9
@@ -96,12 +103,12 @@ pub enum HeaderValue {
 /// One header of a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub value: HeaderValue,
 }
 
 impl Header {
-    pub fn new(name: impl Into<String>, value: HeaderValue) -> Self {
+    pub fn new(name: impl Into<Cow<'static, str>>, value: HeaderValue) -> Self {
         Header {
             name: name.into(),
             value,
@@ -120,7 +127,7 @@ impl Frame {
     /// The value of a string header, if present and of string type.
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.headers.iter().find_map(|h| match &h.value {
-            HeaderValue::String(s) if h.name == name => Some(s.as_str()),
+            HeaderValue::String(s) if h.name == name => Some(s.as_ref()),
             _ => None,
         })
     }
@@ -261,37 +268,72 @@ fn parse_checked_frame(raw: Bytes) -> Result<Frame, DecodeError> {
     }
     let headers_len = (&raw[4..8]).get_u32() as usize;
     let headers_end = PRELUDE_LEN + headers_len;
-    let headers = parse_headers(raw.slice(PRELUDE_LEN..headers_end))?;
+    // Headers are parsed from a plain slice (no reference-counted sub-slices); only the
+    // payload shares the frame's buffer.
+    let headers = parse_headers(&raw[PRELUDE_LEN..headers_end])?;
     Ok(Frame {
         headers,
         payload: raw.slice(headers_end..body_end),
     })
 }
 
-fn take(buf: &mut Bytes, n: usize) -> Result<Bytes, DecodeError> {
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     if buf.len() < n {
         return Err(DecodeError::BadHeader("value runs past the header block"));
     }
-    Ok(buf.split_to(n))
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
 }
 
-fn take_array<const N: usize>(buf: &mut Bytes) -> Result<[u8; N], DecodeError> {
+fn take_array<const N: usize>(buf: &mut &[u8]) -> Result<[u8; N], DecodeError> {
     let b = take(buf, N)?;
     let mut out = [0u8; N];
-    out.copy_from_slice(&b);
+    out.copy_from_slice(b);
     Ok(out)
 }
 
-fn parse_headers(mut buf: Bytes) -> Result<Vec<Header>, DecodeError> {
+/// Header names and values every Kiro frame carries: returned without allocating.
+const INTERNED: &[&str] = &[
+    ":event-type",
+    ":content-type",
+    ":message-type",
+    ":exception-type",
+    ":error-code",
+    ":error-message",
+    "application/json",
+    "event",
+    "exception",
+    "error",
+    "assistantResponseEvent",
+    "toolUseEvent",
+    "meteringEvent",
+    "contextUsageEvent",
+    "messageMetadataEvent",
+    "metadataEvent",
+    "reasoningContentEvent",
+];
+
+fn utf8(b: &[u8], what: &'static str) -> Result<Cow<'static, str>, DecodeError> {
+    if let Some(known) = INTERNED.iter().find(|k| k.as_bytes() == b) {
+        return Ok(Cow::Borrowed(known));
+    }
+    std::str::from_utf8(b)
+        .map(|s| Cow::Owned(s.to_owned()))
+        .map_err(|_| DecodeError::BadHeader(what))
+}
+
+fn parse_headers(mut buf: &[u8]) -> Result<Vec<Header>, DecodeError> {
     let mut headers = Vec::with_capacity(3);
     while !buf.is_empty() {
         let [name_len] = take_array::<1>(&mut buf)?;
         if name_len == 0 {
             return Err(DecodeError::BadHeader("empty header name"));
         }
-        let name = take(&mut buf, name_len as usize)?;
-        let name = String::from_utf8(name.to_vec())
-            .map_err(|_| DecodeError::BadHeader("header name is not UTF-8"))?;
+        let name = utf8(
+            take(&mut buf, name_len as usize)?,
+            "header name is not UTF-8",
+        )?;
         let [tag] = take_array::<1>(&mut buf)?;
         let value = match tag {
             0 => HeaderValue::Bool(true),
@@ -304,12 +346,9 @@ fn parse_headers(mut buf: Bytes) -> Result<Vec<Header>, DecodeError> {
                 let len = u16::from_be_bytes(take_array(&mut buf)?) as usize;
                 let bytes = take(&mut buf, len)?;
                 if tag == 6 {
-                    HeaderValue::ByteArray(bytes)
+                    HeaderValue::ByteArray(Bytes::copy_from_slice(bytes))
                 } else {
-                    HeaderValue::String(
-                        String::from_utf8(bytes.to_vec())
-                            .map_err(|_| DecodeError::BadHeader("string header is not UTF-8"))?,
-                    )
+                    HeaderValue::String(utf8(bytes, "string header is not UTF-8")?)
                 }
             }
             8 => HeaderValue::Timestamp(i64::from_be_bytes(take_array(&mut buf)?)),
@@ -390,12 +429,15 @@ fn put_short_bytes(buf: &mut BytesMut, b: &[u8]) {
 /// The three string headers Kiro puts on an ordinary event frame.
 pub fn event_headers(event_type: &str) -> [Header; 3] {
     [
-        Header::new(":event-type", HeaderValue::String(event_type.to_owned())),
+        Header::new(
+            ":event-type",
+            HeaderValue::String(Cow::Owned(event_type.to_owned())),
+        ),
         Header::new(
             ":content-type",
-            HeaderValue::String("application/json".to_owned()),
+            HeaderValue::String("application/json".into()),
         ),
-        Header::new(":message-type", HeaderValue::String("event".to_owned())),
+        Header::new(":message-type", HeaderValue::String("event".into())),
     ]
 }
 
@@ -404,7 +446,10 @@ mod tests {
     use super::*;
 
     fn hi_frame() -> Bytes {
-        encode_frame(&event_headers("assistantResponseEvent"), br#"{"content":"Hi"}"#)
+        encode_frame(
+            &event_headers("assistantResponseEvent"),
+            br#"{"content":"Hi"}"#,
+        )
     }
 
     fn decode_all(chunks: &[&[u8]]) -> Result<Vec<Frame>, DecodeError> {
@@ -426,7 +471,10 @@ mod tests {
         // message CRC b0 2b ab dc.
         let f = hi_frame();
         assert_eq!(f.len(), 124);
-        assert_eq!(&f[..12], &[0, 0, 0, 0x7c, 0, 0, 0, 0x5c, 0x3b, 0xdd, 0xcf, 0x78]);
+        assert_eq!(
+            &f[..12],
+            &[0, 0, 0, 0x7c, 0, 0, 0, 0x5c, 0x3b, 0xdd, 0xcf, 0x78]
+        );
         assert_eq!(&f[120..], &[0xb0, 0x2b, 0xab, 0xdc]);
     }
 
@@ -538,10 +586,7 @@ mod tests {
         f.put_slice(&headers);
         let c = crc32fast::hash(&f);
         f.put_u32(c);
-        assert_eq!(
-            decode_all(&[&f]),
-            Err(DecodeError::UnknownHeaderType(42))
-        );
+        assert_eq!(decode_all(&[&f]), Err(DecodeError::UnknownHeaderType(42)));
     }
 
     #[test]

@@ -201,14 +201,18 @@ mod tests {
                         origin: "AI_EDITOR".into(),
                         images: vec![Image {
                             format: "png".into(),
-                            source: ImageSource { bytes: "AAAA".into() },
+                            source: ImageSource {
+                                bytes: "AAAA".into(),
+                            },
                         }],
                         user_input_message_context: Some(UserInputMessageContext {
                             tools: vec![Tool {
                                 tool_specification: ToolSpecification {
                                     name: "f".into(),
                                     description: "d".into(),
-                                    input_schema: InputSchema { json: json!({"type":"object"}) },
+                                    input_schema: InputSchema {
+                                        json: json!({"type":"object"}),
+                                    },
                                 },
                             }],
                             tool_results: vec![ToolResult {

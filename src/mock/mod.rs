@@ -540,7 +540,11 @@ async fn generate(state: &MockState, token: Option<&str>, body: &[u8]) -> Respon
 
 /// The default answer: a short greeting that quotes the prompt, so the demo shows a round trip.
 fn echo_script(req: &crate::kiro::types::GenerateAssistantRequest) -> Script {
-    let prompt = &req.conversation_state.current_message.user_input_message.content;
+    let prompt = &req
+        .conversation_state
+        .current_message
+        .user_input_message
+        .content;
     let quoted: String = prompt.chars().take(200).collect();
     Script::text(
         &format!(

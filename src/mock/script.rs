@@ -127,7 +127,8 @@ impl Script {
     /// The closing metering and context-usage events.
     pub fn end(mut self) -> Self {
         self.events.push(MockEvent::Metering(DEFAULT_CREDITS));
-        self.events.push(MockEvent::ContextUsage(DEFAULT_CONTEXT_PERCENT));
+        self.events
+            .push(MockEvent::ContextUsage(DEFAULT_CONTEXT_PERCENT));
         self
     }
 
@@ -247,7 +248,10 @@ fn encode_event(ev: &MockEvent, out: &mut Vec<Bytes>) {
             arguments,
             fragment,
         } => {
-            out.push(frame("toolUseEvent", json!({"name": name, "toolUseId": id})));
+            out.push(frame(
+                "toolUseEvent",
+                json!({"name": name, "toolUseId": id}),
+            ));
             for piece in tool_fragments(arguments, *fragment) {
                 out.push(frame(
                     "toolUseEvent",
@@ -274,7 +278,7 @@ fn encode_event(ev: &MockEvent, out: &mut Vec<Bytes>) {
         MockEvent::Exception { kind, message } => out.push(encode_frame(
             &[
                 Header::new(":message-type", HeaderValue::String("exception".into())),
-                Header::new(":exception-type", HeaderValue::String(kind.clone())),
+                Header::new(":exception-type", HeaderValue::String(kind.clone().into())),
                 Header::new(
                     ":content-type",
                     HeaderValue::String("application/json".into()),

@@ -64,7 +64,11 @@ fn schema_problem(v: &Value) -> Option<&'static str> {
     }
 }
 
-fn check_user(m: &UserInputMessage, where_: &str, known_models: &[String]) -> Result<(), Rejection> {
+fn check_user(
+    m: &UserInputMessage,
+    where_: &str,
+    known_models: &[String],
+) -> Result<(), Rejection> {
     if m.content.is_empty() {
         return Err(bad(format!("{where_}: empty content")));
     }
@@ -106,7 +110,10 @@ pub fn validate(
     }
     let current = &cs.current_message.user_input_message;
     check_user(current, "currentMessage", known_models)?;
-    let ctx = current.user_input_message_context.clone().unwrap_or_default();
+    let ctx = current
+        .user_input_message_context
+        .clone()
+        .unwrap_or_default();
     for t in &ctx.tools {
         let spec = &t.tool_specification;
         let name_ok = !spec.name.is_empty()
@@ -197,12 +204,10 @@ fn answer_uses(
             Some(i) => {
                 pending.remove(i);
             }
-            None => {
-                return Err(bad(format!(
-                    "{where_}: toolResult {} answers no tool use of the preceding assistant message",
-                    r.tool_use_id
-                )))
-            }
+            None => return Err(bad(format!(
+                "{where_}: toolResult {} answers no tool use of the preceding assistant message",
+                r.tool_use_id
+            ))),
         }
         if !["success", "error"].contains(&r.status.as_str()) {
             return Err(bad(format!("{where_}: toolResult status {:?}", r.status)));
@@ -235,17 +240,17 @@ mod tests {
     #[test]
     fn accepts_the_annotated_example() {
         let v = json!({"conversationState": {
-            "chatTriggerType": "MANUAL", "conversationId": "c",
-            "history": [
-                {"userInputMessage": user("What is the weather in Lyon?")},
-                {"assistantResponseMessage": {"content": "(empty)", "toolUses": [{"input": {"city": "Lyon"}, "name": "get_weather", "toolUseId": "t1"}]}}
-            ],
-            "currentMessage": {"userInputMessage": {
-                "content": "Continue", "modelId": "claude-sonnet-4.5", "origin": "AI_EDITOR",
-                "userInputMessageContext": {
-                    "tools": [{"toolSpecification": {"name": "get_weather", "description": "d", "inputSchema": {"json": {"type": "object"}}}}],
-                    "toolResults": [{"content": [{"text": "18 C"}], "status": "success", "toolUseId": "t1"}]
-                }}}}});
+        "chatTriggerType": "MANUAL", "conversationId": "c",
+        "history": [
+            {"userInputMessage": user("What is the weather in Lyon?")},
+            {"assistantResponseMessage": {"content": "(empty)", "toolUses": [{"input": {"city": "Lyon"}, "name": "get_weather", "toolUseId": "t1"}]}}
+        ],
+        "currentMessage": {"userInputMessage": {
+            "content": "Continue", "modelId": "claude-sonnet-4.5", "origin": "AI_EDITOR",
+            "userInputMessageContext": {
+                "tools": [{"toolSpecification": {"name": "get_weather", "description": "d", "inputSchema": {"json": {"type": "object"}}}}],
+                "toolResults": [{"content": [{"text": "18 C"}], "status": "success", "toolUseId": "t1"}]
+            }}}}});
         assert!(validate(&body(v), &models()).is_ok());
     }
 
@@ -269,7 +274,10 @@ mod tests {
         ];
         for c in cases {
             assert!(
-                matches!(validate(&body(c.clone()), &models()), Err(Rejection::Malformed(_))),
+                matches!(
+                    validate(&body(c.clone()), &models()),
+                    Err(Rejection::Malformed(_))
+                ),
                 "{c}"
             );
         }
