@@ -1,9 +1,23 @@
 //! kiro-gateway: OpenAI- and Anthropic-compatible access to the Claude models of a Kiro
 //! subscription, built as composable Tower layers over a hyper/rustls client.
+//!
+//! - [`kiro`]: the upstream (wire types, event-stream decoder, typed events, client service);
+//! - [`auth`]: credentials, single-flight refresh, write-back;
+//! - [`api`]: the public dialects and the conversation model they share;
+//! - [`layers`]: every concern as a Tower layer, and [`layers::gateway_stack`];
+//! - [`server`]: the bundled server, built only from the public pieces above;
+//! - [`mock`]: a mock Kiro upstream for tests, benches and the offline demo.
 
+pub mod api;
 pub mod auth;
+pub mod config;
+pub mod error;
 pub mod kiro;
+pub mod layers;
 pub mod mock;
+pub mod models;
 pub mod secret;
+pub mod server;
 
+pub use error::GatewayError;
 pub use secret::Secret;

@@ -1,1 +1,158 @@
-fn main() {}
+//! `kiro-gateway [--host H] [--port P] [--config FILE] [--demo]`: argument parsing, logging,
+//! then the library's server. No logic of its own.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use kiro_gateway::config::Config;
+use kiro_gateway::mock::{MockConfig, MockKiro};
+use kiro_gateway::server::{serve, Gateway};
+use tokio_util::sync::CancellationToken;
+
+/// OpenAI- and Anthropic-compatible gateway to the Claude models of a Kiro subscription.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (SERVER_HOST; default 127.0.0.1).
+    #[arg(long, short = 'H')]
+    host: Option<String>,
+    /// Port to listen on (SERVER_PORT; default 8000).
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// config.toml to read (default: ./config.toml when present).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Run on the bundled offline mock upstream instead of Kiro (no credentials needed).
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kiro-gateway: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiro-gateway: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{filter},hyper=warn,hyper_util=warn,rustls=warn,h2=warn,tower_http=info"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = Config::load(args.config.as_deref())?;
+    if let Some(h) = args.host {
+        cfg.host = h;
+    }
+    if let Some(p) = args.port {
+        cfg.port = p;
+    }
+    // the demo: an in-process mock upstream on loopback, with its own credentials
+    let mut _mock = None;
+    if args.demo {
+        let mock = MockKiro::start(MockConfig::default()).await?;
+        let url = mock.url();
+        cfg.kiro_api_url = url.clone();
+        cfg.kiro_desktop_auth_url = url.clone();
+        cfg.kiro_oidc_url = url;
+        cfg.refresh_token = Some(mock.config().initial_refresh_token.clone());
+        cfg.kiro_creds_file = None;
+        cfg.kiro_cli_db_file = None;
+        _mock = Some(mock);
+    }
+    let valid = cfg.validate()?;
+    init_logs(valid.log_filter, valid.json_logs);
+    if !valid.has_credentials() {
+        return Err(kiro_gateway::auth::source::HOW_TO_PROVIDE.into());
+    }
+    let gateway = Gateway::from_config(&valid)?;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), gateway.refresh_models()).await {
+        Ok(Ok(n)) => tracing::info!(models = n, "model catalogue loaded"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not load the model catalogue; using the built-in list")
+        }
+        Err(_) => tracing::warn!("loading the model catalogue timed out; using the built-in list"),
+    }
+    let listener = tokio::net::TcpListener::bind(valid.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", valid.addr))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    // refreshes the catalogue until shutdown; owned here and awaited below
+    let refresher = tokio::spawn(
+        gateway
+            .clone()
+            .refresh_models_periodically(shutdown.clone()),
+    );
+    let signal = shutdown.clone();
+    // turns Ctrl-C / SIGTERM into the shutdown token; ends with the process
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signal.cancel();
+    });
+    tracing::info!(%addr, auth = gateway.parts.tokens.auth_kind().as_str(), "kiro-gateway listening");
+    if args.demo {
+        let key_header = if valid.raw.proxy_api_key.is_empty() {
+            String::new()
+        } else {
+            format!(" -H 'Authorization: Bearer {}'", valid.raw.proxy_api_key)
+        };
+        println!(
+            "kiro-gateway demo (offline mock upstream, not a real model) on http://{addr}\n\ntry:\n  curl -s http://{addr}/v1/chat/completions -H 'Content-Type: application/json'{key_header} -d '{{\"model\":\"claude-sonnet-4-5\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n"
+        );
+    } else {
+        println!("kiro-gateway listening on http://{addr}");
+    }
+    serve(listener, gateway.router(), shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = refresher.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

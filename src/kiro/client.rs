@@ -479,6 +479,8 @@ pub struct GenerateRequest {
     /// 1-based attempt number and the most attempts, for `amz-sdk-request`.
     pub attempt: u32,
     pub max_attempts: u32,
+    /// Per-request data for the layers below (e.g. a [`RawTap`] from debug capture).
+    pub extensions: http::Extensions,
 }
 
 impl GenerateRequest {
@@ -488,15 +490,23 @@ impl GenerateRequest {
             token: None,
             attempt: 1,
             max_attempts: 1,
+            extensions: http::Extensions::new(),
         }
     }
 }
+
+/// Put into [`GenerateRequest::extensions`] to observe the raw upstream body bytes.
+#[derive(Clone)]
+pub struct RawTap(pub Arc<dyn Fn(&Bytes) + Send + Sync>);
+
+/// The typed events of an answer, boxed so layers (retry, capture) can wrap them.
+pub type KiroEvents = Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
 
 /// A successful (2xx) answer: its headers and the event stream of its body.
 pub struct GenerateResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub events: EventStream<Incoming>,
+    pub events: KiroEvents,
 }
 
 /// `tower::Service` for `generateAssistantResponse` (see the module docs).
@@ -615,6 +625,7 @@ impl Service<GenerateRequest> for KiroClient {
     fn call(&mut self, req: GenerateRequest) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            let tap = req.extensions.get::<RawTap>().cloned();
             let token = req
                 .token
                 .clone()
@@ -646,10 +657,14 @@ impl Service<GenerateRequest> for KiroClient {
                     body,
                 ))));
             }
+            let mut events = EventStream::new(body, &this.cfg);
+            if let Some(tap) = tap {
+                events = events.with_tap(move |b| tap.0(b));
+            }
             Ok(GenerateResponse {
                 status: parts.status,
                 headers: parts.headers,
-                events: EventStream::new(body, &this.cfg),
+                events: Box::pin(events),
             })
         })
     }

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod control;
 pub mod script;
 pub mod validate;
 
@@ -384,6 +385,29 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Response<Body>
         (&Method::POST, "/refreshToken") => refresh(&state, &body, false).await,
         (&Method::POST, "/token") => refresh(&state, &body, true).await,
         (&Method::GET, "/ListAvailableModels") => list_models(&state, token.as_deref(), &path),
+        (&Method::POST, "/__mock/replies") => match control::parse_reply(&body) {
+            Ok(r) => {
+                lock(&state.replies).push_back(r);
+                json_reply(
+                    StatusCode::OK,
+                    json!({"queued": lock(&state.replies).len()}),
+                )
+            }
+            Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({"message": e})),
+        },
+        (&Method::GET, "/__mock/requests") => {
+            let list: Vec<Value> = lock(&state.recorded)
+                .iter()
+                .filter(|r| !r.path.starts_with("/__mock/"))
+                .map(|r| json!({"method": r.method, "path": r.path, "body": r.body}))
+                .collect();
+            json_reply(StatusCode::OK, Value::Array(list))
+        }
+        (&Method::POST, "/__mock/reset") => {
+            lock(&state.replies).clear();
+            lock(&state.recorded).clear();
+            json_reply(StatusCode::OK, json!({"reset": true}))
+        }
         (&Method::POST, "/generateAssistantResponse") => {
             state.generate_calls.fetch_add(1, Ordering::SeqCst);
             generate(&state, token.as_deref(), &body).await

@@ -204,10 +204,12 @@ fn answer_uses(
             Some(i) => {
                 pending.remove(i);
             }
-            None => return Err(bad(format!(
+            None => {
+                return Err(bad(format!(
                 "{where_}: toolResult {} answers no tool use of the preceding assistant message",
                 r.tool_use_id
-            ))),
+            )))
+            }
         }
         if !["success", "error"].contains(&r.status.as_str()) {
             return Err(bad(format!("{where_}: toolResult status {:?}", r.status)));

@@ -1,0 +1,239 @@
+//! The public dialects. Each converts its request into the shared [`conversation`] model and
+//! renders Kiro events back, as a stream (an [`Encoder`]) or folded into one answer (a
+//! [`Folder`]). What the dialects share lives here once.
+
+pub mod conversation;
+pub mod openai;
+pub mod usage;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::error::GatewayError;
+use crate::kiro::client::KiroEvents;
+use crate::kiro::Event;
+
+/// The response body type of every layer.
+pub type Body = axum::body::Body;
+
+/// Which public API a request speaks; decides the error shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    /// The dialect of a path when no route marked the request.
+    pub fn from_path(path: &str) -> Dialect {
+        if path.contains("/messages") {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        }
+    }
+
+    /// The dialect marked on a request, else the one its path implies.
+    pub fn of<B>(req: &http::Request<B>) -> Dialect {
+        req.extensions()
+            .get::<Dialect>()
+            .copied()
+            .unwrap_or_else(|| Dialect::from_path(req.uri().path()))
+    }
+
+    /// The error as this dialect's JSON body.
+    pub fn error_json(self, e: &GatewayError) -> serde_json::Value {
+        match self {
+            Dialect::OpenAi => openai::error_json(e),
+            Dialect::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": {"type": anthropic_error_type(e), "message": e.message},
+            }),
+        }
+    }
+
+    /// A complete error response in this dialect. The error is also put into the response
+    /// extensions so tracing and debug capture can see it without parsing the body.
+    pub fn error_response(self, e: &GatewayError) -> Response<Body> {
+        let body = self.error_json(e).to_string();
+        let mut r = Response::new(Body::from(body));
+        *r.status_mut() = e.status;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(s) = e.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        r.extensions_mut().insert(e.clone());
+        r
+    }
+}
+
+fn anthropic_error_type(e: &GatewayError) -> &'static str {
+    use crate::error::ErrorKind as K;
+    match e.kind {
+        K::InvalidRequest => "invalid_request_error",
+        K::Authentication => "authentication_error",
+        K::Permission => "permission_error",
+        K::NotFound => "not_found_error",
+        K::RequestTooLarge => "request_too_large",
+        K::RateLimit => "rate_limit_error",
+        K::Overloaded => "overloaded_error",
+        K::Timeout | K::Upstream | K::Internal => "api_error",
+    }
+}
+
+/// What a dialect's encoder or folder needs to know about the request.
+#[derive(Debug, Clone)]
+pub struct ResponseMeta {
+    pub id: String,
+    pub created: u64,
+    /// The model name as the client wrote it (echoed in responses).
+    pub model: String,
+    pub usage: usage::UsageTracker,
+}
+
+/// Maps Kiro events to dialect stream events (already framed as SSE bytes).
+pub trait Encoder: Send + 'static {
+    /// One upstream event.
+    fn on_event(&mut self, ev: Event, out: &mut Vec<Bytes>);
+    /// The upstream answer ended cleanly: emit the closing events.
+    fn on_end(&mut self, out: &mut Vec<Bytes>);
+    /// The upstream failed mid-stream: emit the dialect's error event (and nothing that
+    /// looks like success).
+    fn on_error(&mut self, err: GatewayError, out: &mut Vec<Bytes>);
+}
+
+/// Folds Kiro events into one non-streamed answer.
+pub trait Folder: Send + 'static {
+    fn on_event(&mut self, ev: Event);
+    /// The complete answer (status 200).
+    fn finish(self) -> Response<Body>;
+}
+
+/// A response body that pulls upstream events only when the client is ready for more bytes
+/// (hyper polls it as it writes), encodes them, and yields the SSE bytes. Dropping it drops
+/// the upstream stream, which closes the upstream connection.
+pub struct SseBody<E> {
+    events: KiroEvents,
+    encoder: E,
+    pending: VecDeque<Bytes>,
+    scratch: Vec<Bytes>,
+    done: bool,
+}
+
+impl<E: Encoder + Unpin> SseBody<E> {
+    pub fn new(events: KiroEvents, encoder: E) -> Self {
+        SseBody {
+            events,
+            encoder,
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// A `text/event-stream` response around this body.
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = Response::new(Body::from_stream(self));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        r.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        *r.status_mut() = StatusCode::OK;
+        r
+    }
+}
+
+impl<E: Encoder + Unpin> Stream for SseBody<E> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.events.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(ev))) => this.encoder.on_event(ev, &mut this.scratch),
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    tracing::warn!(error = %e, "upstream stream failed after the response started");
+                    this.encoder
+                        .on_error(GatewayError::from(e), &mut this.scratch);
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.encoder.on_end(&mut this.scratch);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+            this.pending.extend(this.scratch.drain(..));
+        }
+    }
+}
+
+/// Drive a folder over the whole event stream; a failure anywhere is an error response, never
+/// a partial answer dressed as complete.
+pub async fn fold<F: Folder>(
+    mut events: KiroEvents,
+    mut folder: F,
+    dialect: Dialect,
+) -> Response<Body> {
+    use futures_util::StreamExt;
+    while let Some(item) = events.next().await {
+        match item {
+            Ok(ev) => folder.on_event(ev),
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream stream failed before the answer was complete");
+                return dialect.error_response(&GatewayError::from(e));
+            }
+        }
+    }
+    folder.finish()
+}
+
+/// `data: {json}\n\n`
+pub fn sse_data(v: &serde_json::Value) -> Bytes {
+    let mut s = String::with_capacity(64);
+    s.push_str("data: ");
+    s.push_str(&v.to_string());
+    s.push_str("\n\n");
+    Bytes::from(s)
+}
+
+/// `event: {name}\ndata: {json}\n\n`
+pub fn sse_event(name: &str, v: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {v}\n\n"))
+}
+
+/// `{prefix}{32 hex}` ids.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

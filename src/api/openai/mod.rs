@@ -1,0 +1,68 @@
+//! The OpenAI Chat Completions dialect.
+
+pub mod convert;
+pub mod stream;
+pub mod types;
+
+use serde_json::{json, Value};
+
+pub use convert::to_conversation;
+pub use stream::{ChatEncoder, ChatFolder};
+
+use crate::api::ResponseMeta;
+pub use types::ChatCompletionRequest;
+
+use crate::error::{ErrorKind, GatewayError};
+
+/// `{"error":{"message","type","param","code"}}`
+pub fn error_json(e: &GatewayError) -> Value {
+    let kind = match e.kind {
+        ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::RequestTooLarge => {
+            "invalid_request_error"
+        }
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::Permission => "permission_error",
+        ErrorKind::RateLimit => "rate_limit_error",
+        ErrorKind::Overloaded | ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Internal => {
+            "api_error"
+        }
+    };
+    json!({"error": {"message": e.message, "type": kind, "param": e.param, "code": e.code}})
+}
+
+/// Marker type that plugs the OpenAI chat dialect into the translation layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenAiChat;
+
+impl crate::layers::translate::DialectApi for OpenAiChat {
+    type Request = ChatCompletionRequest;
+    type Encoder = ChatEncoder;
+    type Folder = ChatFolder;
+    const DIALECT: crate::api::Dialect = crate::api::Dialect::OpenAi;
+    const ID_PREFIX: &'static str = "chatcmpl-";
+
+    fn model(req: &Self::Request) -> &str {
+        &req.model
+    }
+
+    fn is_stream(req: &Self::Request) -> bool {
+        req.stream
+    }
+
+    fn conversation(
+        req: &Self::Request,
+    ) -> Result<crate::api::conversation::Conversation, GatewayError> {
+        to_conversation(req)
+    }
+
+    fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder {
+        ChatEncoder::new(
+            meta,
+            req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        )
+    }
+
+    fn folder(_req: &Self::Request, meta: ResponseMeta) -> Self::Folder {
+        ChatFolder::new(meta)
+    }
+}

@@ -1,0 +1,487 @@
+//! Configuration: built-in defaults < `config.toml` < `.env` < environment < command-line flags.
+//!
+//! The environment variables are the Python original's names, unchanged (`PROXY_API_KEY`,
+//! `KIRO_CREDS_FILE`, `REFRESH_TOKEN`, …), so a migrating user keeps their `.env`. In
+//! `config.toml` the same settings are snake_case keys; an unknown key is an error naming it.
+//! `.env` never overrides a variable already set in the environment. Every key, its variable
+//! and its default is listed in `config.toml.example` (a test parses that file).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{CredentialSettings, ProfileArnPolicy};
+use crate::layers::DebugMode;
+use crate::Secret;
+
+/// A configuration problem, worded for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read {path}: {detail}")]
+    Read { path: String, detail: String },
+    #[error("{path}: {detail}")]
+    Parse { path: String, detail: String },
+    #[error("{name}: {detail}")]
+    Invalid { name: String, detail: String },
+}
+
+/// All settings, as `config.toml` spells them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `SERVER_HOST`
+    pub host: String,
+    /// `SERVER_PORT`
+    pub port: u16,
+    /// `PROXY_API_KEY`: the key clients must send. Empty: no check (loopback only).
+    pub proxy_api_key: String,
+
+    /// `KIRO_CREDS_FILE`
+    pub kiro_creds_file: Option<PathBuf>,
+    /// `REFRESH_TOKEN`
+    pub refresh_token: Option<String>,
+    /// `PROFILE_ARN`
+    pub profile_arn: Option<String>,
+    /// `KIRO_REGION`
+    pub kiro_region: String,
+    /// `KIRO_CLI_DB_FILE`
+    pub kiro_cli_db_file: Option<PathBuf>,
+    /// `PROFILE_ARN_POLICY`: `auto` (desktop accounts send it, OIDC ones never), `always`, `never`
+    pub profile_arn_policy: String,
+    /// `TOKEN_REFRESH_MARGIN_SECS`
+    pub token_refresh_margin_secs: u64,
+
+    /// `KIRO_API_URL` (`{region}` is replaced)
+    pub kiro_api_url: String,
+    /// `KIRO_DESKTOP_AUTH_URL`
+    pub kiro_desktop_auth_url: String,
+    /// `KIRO_OIDC_URL`
+    pub kiro_oidc_url: String,
+    /// `VPN_PROXY_URL`
+    pub vpn_proxy_url: Option<String>,
+    /// `CONNECT_TIMEOUT`, seconds
+    pub connect_timeout: u64,
+
+    /// `FIRST_TOKEN_TIMEOUT`, seconds
+    pub first_token_timeout: u64,
+    /// `FIRST_TOKEN_MAX_RETRIES`: attempts that may time out before 504
+    pub first_token_max_retries: u32,
+    /// `STREAMING_READ_TIMEOUT`, seconds between upstream frames
+    pub streaming_read_timeout: u64,
+    /// `RETRY_MAX_ATTEMPTS`: attempts in all on 429 / 5xx / connection errors
+    pub retry_max_attempts: u32,
+    /// `RETRY_BASE_DELAY_MS`
+    pub retry_base_delay_ms: u64,
+    /// `RETRY_MAX_DELAY_MS`
+    pub retry_max_delay_ms: u64,
+    /// `RETRY_BUDGET_SECS`: no new attempt after this long
+    pub retry_budget_secs: u64,
+
+    /// `MODEL_CACHE_TTL`, seconds
+    pub model_cache_ttl: u64,
+    /// `UNKNOWN_MODEL_POLICY`: `reject` (400 with close matches) or `pass` (sent as written)
+    pub unknown_model_policy: String,
+    /// `TOOL_DESCRIPTION_MAX_LENGTH` (0: never move descriptions)
+    pub tool_description_max_length: usize,
+    /// `MAX_BODY_BYTES`
+    pub max_body_bytes: usize,
+    /// `CORS_ALLOW_ORIGINS`: comma-separated origins; empty: CORS off
+    pub cors_allow_origins: Vec<String>,
+
+    /// `LOG_LEVEL`: trace, debug, info, warning, error
+    pub log_level: String,
+    /// `LOG_FORMAT`: text or json
+    pub log_format: String,
+    /// `DEBUG_MODE`: off, errors, all
+    pub debug_mode: String,
+    /// `DEBUG_DIR`
+    pub debug_dir: PathBuf,
+    /// `DEBUG_KEEP`: request folders kept
+    pub debug_keep: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            proxy_api_key: String::new(),
+            kiro_creds_file: None,
+            refresh_token: None,
+            profile_arn: None,
+            kiro_region: "us-east-1".into(),
+            kiro_cli_db_file: None,
+            profile_arn_policy: "auto".into(),
+            token_refresh_margin_secs: 300,
+            kiro_api_url: "https://q.{region}.amazonaws.com".into(),
+            kiro_desktop_auth_url: "https://prod.{region}.auth.desktop.kiro.dev".into(),
+            kiro_oidc_url: "https://oidc.{region}.amazonaws.com".into(),
+            vpn_proxy_url: None,
+            connect_timeout: 30,
+            first_token_timeout: 15,
+            first_token_max_retries: 3,
+            streaming_read_timeout: 300,
+            retry_max_attempts: 3,
+            retry_base_delay_ms: 1000,
+            retry_max_delay_ms: 10_000,
+            retry_budget_secs: 60,
+            model_cache_ttl: 3600,
+            unknown_model_policy: "reject".into(),
+            tool_description_max_length: 10_000,
+            max_body_bytes: 32 * 1024 * 1024,
+            cors_allow_origins: Vec::new(),
+            log_level: "info".into(),
+            log_format: "text".into(),
+            debug_mode: "off".into(),
+            debug_dir: PathBuf::from("debug_logs"),
+            debug_keep: 50,
+        }
+    }
+}
+
+/// Environment variable → config key, for every setting.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("SERVER_HOST", "host"),
+    ("SERVER_PORT", "port"),
+    ("PROXY_API_KEY", "proxy_api_key"),
+    ("KIRO_CREDS_FILE", "kiro_creds_file"),
+    ("REFRESH_TOKEN", "refresh_token"),
+    ("PROFILE_ARN", "profile_arn"),
+    ("KIRO_REGION", "kiro_region"),
+    ("KIRO_CLI_DB_FILE", "kiro_cli_db_file"),
+    ("PROFILE_ARN_POLICY", "profile_arn_policy"),
+    ("TOKEN_REFRESH_MARGIN_SECS", "token_refresh_margin_secs"),
+    ("KIRO_API_URL", "kiro_api_url"),
+    ("KIRO_DESKTOP_AUTH_URL", "kiro_desktop_auth_url"),
+    ("KIRO_OIDC_URL", "kiro_oidc_url"),
+    ("VPN_PROXY_URL", "vpn_proxy_url"),
+    ("CONNECT_TIMEOUT", "connect_timeout"),
+    ("FIRST_TOKEN_TIMEOUT", "first_token_timeout"),
+    ("FIRST_TOKEN_MAX_RETRIES", "first_token_max_retries"),
+    ("STREAMING_READ_TIMEOUT", "streaming_read_timeout"),
+    ("RETRY_MAX_ATTEMPTS", "retry_max_attempts"),
+    ("RETRY_BASE_DELAY_MS", "retry_base_delay_ms"),
+    ("RETRY_MAX_DELAY_MS", "retry_max_delay_ms"),
+    ("RETRY_BUDGET_SECS", "retry_budget_secs"),
+    ("MODEL_CACHE_TTL", "model_cache_ttl"),
+    ("UNKNOWN_MODEL_POLICY", "unknown_model_policy"),
+    ("TOOL_DESCRIPTION_MAX_LENGTH", "tool_description_max_length"),
+    ("MAX_BODY_BYTES", "max_body_bytes"),
+    ("CORS_ALLOW_ORIGINS", "cors_allow_origins"),
+    ("LOG_LEVEL", "log_level"),
+    ("LOG_FORMAT", "log_format"),
+    ("DEBUG_MODE", "debug_mode"),
+    ("DEBUG_DIR", "debug_dir"),
+    ("DEBUG_KEEP", "debug_keep"),
+];
+
+fn invalid(name: &str, detail: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim()
+        .parse()
+        .map_err(|e| invalid(name, format!("{v:?} is not a valid number ({e})")))
+}
+
+/// Strip matching quotes the way .env files often carry them.
+fn unquote(v: &str) -> &str {
+    let t = v.trim();
+    for q in ['"', '\''] {
+        if t.len() >= 2 && t.starts_with(q) && t.ends_with(q) {
+            return &t[1..t.len() - 1];
+        }
+    }
+    t
+}
+
+impl Config {
+    /// Parse a `config.toml` text (unknown keys are errors).
+    pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Read a `config.toml` file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Apply one setting by its environment name.
+    pub fn set_env(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
+        let v = unquote(raw);
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        match name {
+            "SERVER_HOST" => self.host = v.to_owned(),
+            "SERVER_PORT" => self.port = parse_num(name, v)?,
+            "PROXY_API_KEY" => self.proxy_api_key = v.to_owned(),
+            "KIRO_CREDS_FILE" => self.kiro_creds_file = opt(v).map(PathBuf::from),
+            "REFRESH_TOKEN" => self.refresh_token = opt(v),
+            "PROFILE_ARN" => self.profile_arn = opt(v),
+            "KIRO_REGION" if !v.is_empty() => self.kiro_region = v.to_owned(),
+            "KIRO_CLI_DB_FILE" => self.kiro_cli_db_file = opt(v).map(PathBuf::from),
+            "PROFILE_ARN_POLICY" => self.profile_arn_policy = v.to_owned(),
+            "TOKEN_REFRESH_MARGIN_SECS" => self.token_refresh_margin_secs = parse_num(name, v)?,
+            "KIRO_API_URL" => self.kiro_api_url = v.to_owned(),
+            "KIRO_DESKTOP_AUTH_URL" => self.kiro_desktop_auth_url = v.to_owned(),
+            "KIRO_OIDC_URL" => self.kiro_oidc_url = v.to_owned(),
+            "VPN_PROXY_URL" => self.vpn_proxy_url = opt(v),
+            "CONNECT_TIMEOUT" => self.connect_timeout = parse_num(name, v)?,
+            "FIRST_TOKEN_TIMEOUT" => self.first_token_timeout = parse_num(name, v)?,
+            "FIRST_TOKEN_MAX_RETRIES" => self.first_token_max_retries = parse_num(name, v)?,
+            "STREAMING_READ_TIMEOUT" => self.streaming_read_timeout = parse_num(name, v)?,
+            "RETRY_MAX_ATTEMPTS" => self.retry_max_attempts = parse_num(name, v)?,
+            "RETRY_BASE_DELAY_MS" => self.retry_base_delay_ms = parse_num(name, v)?,
+            "RETRY_MAX_DELAY_MS" => self.retry_max_delay_ms = parse_num(name, v)?,
+            "RETRY_BUDGET_SECS" => self.retry_budget_secs = parse_num(name, v)?,
+            "MODEL_CACHE_TTL" => self.model_cache_ttl = parse_num(name, v)?,
+            "UNKNOWN_MODEL_POLICY" => self.unknown_model_policy = v.to_owned(),
+            "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
+            "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(name, v)?,
+            "CORS_ALLOW_ORIGINS" => {
+                self.cors_allow_origins = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "LOG_LEVEL" => self.log_level = v.to_owned(),
+            "LOG_FORMAT" => self.log_format = v.to_owned(),
+            "DEBUG_MODE" => self.debug_mode = v.to_owned(),
+            "DEBUG_DIR" => self.debug_dir = PathBuf::from(v),
+            "DEBUG_KEEP" => self.debug_keep = parse_num(name, v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Overlay every known variable from an environment lookup.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (name, _) in ENV_KEYS {
+            if let Some(v) = get(name) {
+                self.set_env(name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Load: defaults, then `config_file` (or `./config.toml` if it exists), then `.env` from
+    /// the working directory (not overriding set variables), then the environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match config_file {
+            Some(p) => Self::from_file(p)?,
+            None if Path::new("config.toml").exists() => Self::from_file(Path::new("config.toml"))?,
+            None => Config::default(),
+        };
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                return Err(ConfigError::Parse {
+                    path: ".env".into(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Check values and derive what the rest of the code takes.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
+        let host: std::net::IpAddr = match self.host.as_str() {
+            "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+            h => h
+                .parse()
+                .map_err(|e| invalid("SERVER_HOST", format!("{h:?} is not an IP address ({e})")))?,
+        };
+        if !host.is_loopback() && self.proxy_api_key.is_empty() {
+            return Err(invalid(
+                "PROXY_API_KEY",
+                format!(
+                    "refusing to listen on {host} without an API key: anyone who can reach it could use your Kiro account. Set PROXY_API_KEY, or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        let profile_arn_policy = match self.profile_arn_policy.to_ascii_lowercase().as_str() {
+            "auto" | "" => ProfileArnPolicy::Auto,
+            "always" => ProfileArnPolicy::Always,
+            "never" => ProfileArnPolicy::Never,
+            other => {
+                return Err(invalid(
+                    "PROFILE_ARN_POLICY",
+                    format!("{other:?} is not auto, always or never"),
+                ))
+            }
+        };
+        let pass_through_unknown = match self.unknown_model_policy.to_ascii_lowercase().as_str() {
+            "reject" | "" => false,
+            "pass" | "passthrough" | "pass_through" => true,
+            other => {
+                return Err(invalid(
+                    "UNKNOWN_MODEL_POLICY",
+                    format!("{other:?} is not reject or pass"),
+                ))
+            }
+        };
+        let debug_mode: DebugMode = self
+            .debug_mode
+            .parse()
+            .map_err(|e: String| invalid("DEBUG_MODE", e))?;
+        let log_filter = match self.log_level.to_ascii_lowercase().as_str() {
+            "trace" => "trace",
+            "debug" => "debug",
+            "info" | "" => "info",
+            "warning" | "warn" => "warn",
+            "error" | "critical" => "error",
+            other => {
+                return Err(invalid(
+                    "LOG_LEVEL",
+                    format!("{other:?} is not trace, debug, info, warning or error"),
+                ))
+            }
+        };
+        let json_logs = match self.log_format.to_ascii_lowercase().as_str() {
+            "text" | "" => false,
+            "json" => true,
+            other => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not text or json"),
+                ))
+            }
+        };
+        if self.streaming_read_timeout <= self.first_token_timeout {
+            tracing::warn!(
+                "STREAMING_READ_TIMEOUT ({}s) is not greater than FIRST_TOKEN_TIMEOUT ({}s)",
+                self.streaming_read_timeout,
+                self.first_token_timeout
+            );
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("MAX_BODY_BYTES", "must be greater than 0"));
+        }
+        Ok(ValidConfig {
+            addr: std::net::SocketAddr::new(host, self.port),
+            raw: self.clone(),
+            profile_arn_policy,
+            pass_through_unknown,
+            debug_mode,
+            log_filter,
+            json_logs,
+        })
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub addr: std::net::SocketAddr,
+    pub raw: Config,
+    pub profile_arn_policy: ProfileArnPolicy,
+    pub pass_through_unknown: bool,
+    pub debug_mode: DebugMode,
+    /// `tracing` filter directive for the level.
+    pub log_filter: &'static str,
+    pub json_logs: bool,
+}
+
+impl ValidConfig {
+    pub fn credentials(&self) -> CredentialSettings {
+        CredentialSettings {
+            refresh_token: self.raw.refresh_token.clone().map(Secret::new),
+            profile_arn: self.raw.profile_arn.clone(),
+            region: Some(self.raw.kiro_region.clone()),
+            creds_file: self.raw.kiro_creds_file.clone(),
+            cli_db_file: self.raw.kiro_cli_db_file.clone(),
+        }
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.raw.refresh_token.is_some()
+            || self.raw.kiro_creds_file.is_some()
+            || self.raw.kiro_cli_db_file.is_some()
+    }
+
+    pub fn secs(v: u64) -> Duration {
+        Duration::from_secs(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_lists_every_key_with_its_default() {
+        let text = include_str!("../config.toml.example");
+        // the example sets every key to its default value
+        let parsed = Config::from_toml(text, "config.toml.example").unwrap();
+        assert_eq!(parsed, Config::default());
+        // and names every key and its environment variable
+        for (env, key) in ENV_KEYS {
+            assert!(
+                text.contains(&format!("\n{key} =")) || text.contains(&format!("\n# {key} =")),
+                "{key} missing"
+            );
+            assert!(text.contains(env), "{env} missing");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_them() {
+        let err = Config::from_toml("port = 1\nprot = 2\n", "config.toml").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c =
+            Config::from_toml("port = 9000\nkiro_region = \"eu-central-1\"\n", "c").unwrap();
+        c.apply_env(|k| match k {
+            "SERVER_PORT" => Some("9100".into()),
+            "REFRESH_TOKEN" => Some("\"tok\"".into()),
+            "DEBUG_MODE" => Some("errors".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.port, 9100);
+        assert_eq!(c.kiro_region, "eu-central-1");
+        assert_eq!(c.refresh_token.as_deref(), Some("tok"));
+        let v = c.validate().unwrap();
+        assert_eq!(v.debug_mode, DebugMode::Errors);
+        let mut bad = Config::default();
+        assert!(bad.set_env("SERVER_PORT", "eighty").is_err());
+    }
+
+    #[test]
+    fn refuses_a_public_address_without_a_key() {
+        let c = Config {
+            host: "0.0.0.0".into(),
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("PROXY_API_KEY"), "{err}");
+        let ok = Config {
+            host: "0.0.0.0".into(),
+            proxy_api_key: "k".into(),
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+    }
+}

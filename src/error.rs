@@ -1,0 +1,209 @@
+//! `GatewayError`: the only error type a client ever sees, rendered by its dialect.
+
+use http::StatusCode;
+
+use crate::auth::AuthError;
+use crate::kiro;
+
+/// The class of an error, independent of dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    RequestTooLarge,
+    RateLimit,
+    Overloaded,
+    Upstream,
+    Timeout,
+    Internal,
+}
+
+/// An error with the status and message a client should get.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub status: StatusCode,
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The request field the error is about (OpenAI `param`).
+    pub param: Option<String>,
+    /// A machine-readable code (OpenAI `code`), e.g. `invalid_api_key`, `model_not_found`.
+    pub code: Option<String>,
+    /// Seconds the client may wait before retrying (sent as `retry-after`).
+    pub retry_after: Option<u64>,
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status.as_u16())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+impl GatewayError {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
+        GatewayError {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message)
+            .with_code("invalid_api_key")
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTooLarge,
+            format!("request body exceeds the gateway's limit of {limit} bytes (MAX_BODY_BYTES)"),
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
+            message,
+        )
+    }
+
+    pub fn with_param(mut self, p: impl Into<String>) -> Self {
+        self.param = Some(p.into());
+        self
+    }
+
+    pub fn with_code(mut self, c: impl Into<String>) -> Self {
+        self.code = Some(c.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::RateLimit | ErrorKind::Overloaded | ErrorKind::Upstream | ErrorKind::Timeout
+        )
+    }
+}
+
+impl From<AuthError> for GatewayError {
+    fn from(e: AuthError) -> Self {
+        match &e {
+            AuthError::Refused { .. } => Self::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::Authentication,
+                format!("Kiro credentials need attention: {e}"),
+            )
+            .with_code("kiro_reauthentication_required"),
+            AuthError::Transient { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, e.to_string())
+            }
+            AuthError::NoCredentials(_) | AuthError::Load { .. } | AuthError::Persist { .. } => {
+                Self::internal(e.to_string())
+            }
+        }
+    }
+}
+
+fn kind_for_status(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        400 | 402 | 409 | 413 | 422 => ErrorKind::InvalidRequest,
+        401 => ErrorKind::Authentication,
+        403 => ErrorKind::Permission,
+        404 => ErrorKind::NotFound,
+        429 => ErrorKind::RateLimit,
+        503 | 529 => ErrorKind::Overloaded,
+        _ => ErrorKind::Upstream,
+    }
+}
+
+impl From<kiro::Error> for GatewayError {
+    fn from(e: kiro::Error) -> Self {
+        use kiro::Error as E;
+        match e {
+            E::Status(s) => {
+                let message = match s.reason.as_deref() {
+                    Some("CONTENT_LENGTH_EXCEEDS_THRESHOLD") => format!(
+                        "Model context limit reached: the conversation is larger than the model accepts ({})",
+                        s.message
+                    ),
+                    Some("MONTHLY_REQUEST_COUNT") => format!(
+                        "Monthly request limit exceeded: the Kiro account has used its monthly quota ({})",
+                        s.message
+                    ),
+                    Some(r) => format!("{} (reason: {r})", s.message),
+                    None => s.message.clone(),
+                };
+                let status = if s.status.is_client_error() || s.status.is_server_error() {
+                    s.status
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                let mut g = Self::new(
+                    status,
+                    kind_for_status(status),
+                    format!("Kiro API error {}: {message}", s.status.as_u16()),
+                )
+                .with_code(
+                    s.reason
+                        .clone()
+                        .or(s.error_type.clone())
+                        .unwrap_or_else(|| "kiro_api_error".into()),
+                );
+                g.retry_after = s.retry_after.map(|d| d.as_secs().max(1));
+                g
+            }
+            E::Connect { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, e.to_string())
+                    .with_code("upstream_unreachable")
+            }
+            E::FirstByteTimeout(_) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::Timeout,
+                format!("{e} (FIRST_TOKEN_TIMEOUT), after all retries"),
+            )
+            .with_code("upstream_timeout"),
+            E::IdleTimeout(_) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::Timeout,
+                e.to_string(),
+            )
+            .with_code("upstream_timeout"),
+            E::Auth(a) => a.into(),
+            E::Request(m) => Self::internal(m),
+            E::Body(_) | E::Decode(_) | E::Event(_) | E::Truncated => {
+                let code = match &e {
+                    E::Truncated => "upstream_truncated",
+                    E::Decode(_) => "upstream_corrupt_stream",
+                    _ => "upstream_stream_error",
+                };
+                Self::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, e.to_string())
+                    .with_code(code)
+            }
+        }
+    }
+}

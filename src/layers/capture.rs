@@ -1,0 +1,486 @@
+//! `DebugCaptureLayer`: `DEBUG_MODE=off|errors|all` (default off).
+//!
+//! For each captured request a folder `DEBUG_DIR/{time}_{request id}/` holds:
+//! `request_body.json` (what the client sent), `kiro_request_body.json` (what went upstream),
+//! `response_stream_raw.txt` (the upstream events, decoded, one JSON line each, and the failure
+//! if there was one), `response_stream_modified.txt` (the bytes the client got),
+//! `app_logs.txt` (what the gateway noted about the request) and, for failures,
+//! `error_info.json`. `all` keeps every request, `errors` only failed ones; the newest
+//! `DEBUG_KEEP` folders are kept and older ones deleted. Each file is bounded
+//! (`MAX_FILE_BYTES`; past it the file ends with a truncation note), capture never blocks the
+//! stream, and credentials are never written: request headers are not captured and anything
+//! that looks like a bearer token or key in the texts is masked.
+//!
+//! With `off` the layer adds nothing to a request but one branch.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project::{pin_project, pinned_drop};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::decode::RawBody;
+use crate::api::Body;
+use crate::error::GatewayError;
+
+/// Bound on each captured file.
+pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DebugMode {
+    #[default]
+    Off,
+    Errors,
+    All,
+}
+
+impl std::str::FromStr for DebugMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "" | "false" | "0" | "none" => Ok(DebugMode::Off),
+            "errors" | "error" => Ok(DebugMode::Errors),
+            "all" | "true" | "1" => Ok(DebugMode::All),
+            other => Err(format!(
+                "DEBUG_MODE must be off, errors or all, not {other:?}"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub mode: DebugMode,
+    pub dir: PathBuf,
+    /// Folders kept (oldest deleted first).
+    pub keep: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            mode: DebugMode::Off,
+            dir: PathBuf::from("debug_logs"),
+            keep: 50,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Buf {
+    data: BytesMut,
+    truncated: bool,
+}
+
+impl Buf {
+    fn push(&mut self, b: &[u8]) {
+        if self.truncated {
+            return;
+        }
+        let room = MAX_FILE_BYTES.saturating_sub(self.data.len());
+        if b.len() > room {
+            self.data.extend_from_slice(&b[..room]);
+            self.truncated = true;
+        } else {
+            self.data.extend_from_slice(b);
+        }
+    }
+
+    fn finish(&self) -> Vec<u8> {
+        let mut v = self.data.to_vec();
+        if self.truncated {
+            v.extend_from_slice(b"\n[capture truncated at the per-file limit]\n");
+        }
+        v
+    }
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    request_id: String,
+    request_body: Bytes,
+    kiro_body: Option<Bytes>,
+    raw: Buf,
+    modified: Buf,
+    logs: Buf,
+    error: Option<(u16, String)>,
+    written: bool,
+}
+
+/// Per-request capture, found in the request extensions by the layers below.
+#[derive(Clone, Debug)]
+pub struct CaptureHandle {
+    data: Arc<Mutex<Data>>,
+    cfg: Arc<CaptureConfig>,
+}
+
+fn mask_secrets(text: &str) -> String {
+    // mask `Bearer <x>` and JSON members named like tokens or keys
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("Bearer ") {
+        out.push_str(&rest[..i + 7]);
+        let after = &rest[i + 7..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(after.len());
+        out.push_str("***");
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    for key in [
+        "accessToken",
+        "refreshToken",
+        "clientSecret",
+        "access_token",
+        "refresh_token",
+        "client_secret",
+        "api_key",
+        "apiKey",
+    ] {
+        let pat = format!("\"{key}\":\"");
+        let mut from = 0;
+        while let Some(pos) = out[from..].find(&pat) {
+            let start = from + pos + pat.len();
+            let Some(len) = out[start..].find('"') else {
+                break;
+            };
+            out.replace_range(start..start + len, "***");
+            from = start + 3;
+        }
+    }
+    out
+}
+
+impl CaptureHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
+        self.data
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set_kiro_body(&self, body: &Bytes) {
+        self.lock().kiro_body = Some(body.clone());
+    }
+
+    /// One upstream event (or failure), as a JSON line.
+    pub fn upstream_line(&self, line: &str) {
+        let mut d = self.lock();
+        d.raw.push(line.as_bytes());
+        d.raw.push(b"\n");
+    }
+
+    /// Bytes sent to the client.
+    pub fn client_bytes(&self, b: &[u8]) {
+        self.lock().modified.push(b);
+    }
+
+    /// A note for `app_logs.txt`.
+    pub fn log(&self, line: &str) {
+        let mut d = self.lock();
+        let stamp = crate::auth::source::format_expiry(std::time::SystemTime::now());
+        d.logs.push(format!("{stamp} {line}\n").as_bytes());
+    }
+
+    /// Mark the request failed (status, message).
+    pub fn fail(&self, status: u16, message: &str) {
+        let mut d = self.lock();
+        if d.error.is_none() {
+            d.error = Some((status, message.to_owned()));
+        }
+    }
+
+    /// Write the folder now if the mode asks for it (once).
+    fn finalize(&self) {
+        let (dir, files) = {
+            let mut d = self.lock();
+            if d.written {
+                return;
+            }
+            let wanted = match self.cfg.mode {
+                DebugMode::Off => false,
+                DebugMode::Errors => d.error.is_some(),
+                DebugMode::All => true,
+            };
+            if !wanted {
+                return;
+            }
+            d.written = true;
+            let stamp = time::OffsetDateTime::now_utc();
+            let name = format!(
+                "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}_{}",
+                stamp.year(),
+                u8::from(stamp.month()),
+                stamp.day(),
+                stamp.hour(),
+                stamp.minute(),
+                stamp.second(),
+                stamp.millisecond(),
+                d.request_id
+            );
+            let pretty = |b: &Bytes| -> Vec<u8> {
+                let text = match serde_json::from_slice::<serde_json::Value>(b) {
+                    Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                    Err(_) => String::from_utf8_lossy(b).into_owned(),
+                };
+                mask_secrets(&text).into_bytes()
+            };
+            let mut files: Vec<(&'static str, Vec<u8>)> = vec![
+                ("request_body.json", pretty(&d.request_body)),
+                ("response_stream_raw.txt", d.raw.finish()),
+                (
+                    "response_stream_modified.txt",
+                    mask_secrets(&String::from_utf8_lossy(&d.modified.finish())).into_bytes(),
+                ),
+                (
+                    "app_logs.txt",
+                    mask_secrets(&String::from_utf8_lossy(&d.logs.finish())).into_bytes(),
+                ),
+            ];
+            if let Some(k) = &d.kiro_body {
+                files.push(("kiro_request_body.json", pretty(k)));
+            }
+            if let Some((status, msg)) = &d.error {
+                let info =
+                    serde_json::json!({"status_code": status, "error_message": mask_secrets(msg)});
+                files.push((
+                    "error_info.json",
+                    serde_json::to_vec_pretty(&info).unwrap_or_default(),
+                ));
+            }
+            (self.cfg.dir.join(name), files)
+        };
+        let root = self.cfg.dir.clone();
+        let keep = self.cfg.keep;
+        // A short, bounded write off the async threads; detached on purpose (nothing waits
+        // for debug files, and a failure is only logged).
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = write_folder(&dir, &files).and_then(|()| rotate(&root, keep)) {
+                tracing::warn!(error = %e, dir = %dir.display(), "could not write debug capture");
+            }
+        });
+    }
+}
+
+fn write_folder(dir: &std::path::Path, files: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, data) in files {
+        std::fs::write(dir.join(name), data)?;
+    }
+    Ok(())
+}
+
+fn rotate(root: &std::path::Path, keep: usize) -> std::io::Result<()> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    let excess = dirs.len().saturating_sub(keep.max(1));
+    for d in dirs.into_iter().take(excess) {
+        std::fs::remove_dir_all(d)?;
+    }
+    Ok(())
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct DebugCaptureLayer {
+    cfg: Arc<CaptureConfig>,
+}
+
+impl DebugCaptureLayer {
+    pub fn new(cfg: CaptureConfig) -> Self {
+        DebugCaptureLayer { cfg: Arc::new(cfg) }
+    }
+}
+
+impl<S> Layer<S> for DebugCaptureLayer {
+    type Service = DebugCaptureService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DebugCaptureService {
+            inner,
+            cfg: self.cfg.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct DebugCaptureService<S> {
+    inner: S,
+    cfg: Arc<CaptureConfig>,
+}
+
+impl<S, T> Service<Request<T>> for DebugCaptureService<S>
+where
+    S: Service<Request<T>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = CaptureFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<T>) -> Self::Future {
+        if self.cfg.mode == DebugMode::Off {
+            return CaptureFuture {
+                fut: self.inner.call(req),
+                handle: None,
+            };
+        }
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| {
+                s.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .take(64)
+                    .collect()
+            })
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let body = req
+            .extensions()
+            .get::<RawBody>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let handle = CaptureHandle {
+            data: Arc::new(Mutex::new(Data {
+                request_id,
+                request_body: body,
+                ..Default::default()
+            })),
+            cfg: self.cfg.clone(),
+        };
+        handle.log(&format!("{} {}", req.method(), req.uri().path()));
+        req.extensions_mut().insert(handle.clone());
+        CaptureFuture {
+            fut: self.inner.call(req),
+            handle: Some(handle),
+        }
+    }
+}
+
+#[pin_project]
+pub struct CaptureFuture<F> {
+    #[pin]
+    fut: F,
+    handle: Option<CaptureHandle>,
+}
+
+impl<F> Future for CaptureFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = match this.fut.poll(cx) {
+            Poll::Ready(Ok(r)) => r,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => return Poll::Pending,
+        };
+        let Some(handle) = this.handle.take() else {
+            return Poll::Ready(Ok(resp));
+        };
+        if !resp.status().is_success() {
+            let msg = resp
+                .extensions()
+                .get::<GatewayError>()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            handle.fail(resp.status().as_u16(), &msg);
+        }
+        handle.log(&format!("response status {}", resp.status().as_u16()));
+        let (parts, body) = resp.into_parts();
+        let body = Body::new(CaptureBody {
+            inner: body,
+            handle,
+        });
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+/// Tees the response bytes into the capture; writes the folder when the body ends or is
+/// dropped (a client that went away).
+#[pin_project(PinnedDrop)]
+pub struct CaptureBody<B> {
+    #[pin]
+    inner: B,
+    handle: CaptureHandle,
+}
+
+#[pinned_drop]
+impl<B> PinnedDrop for CaptureBody<B> {
+    fn drop(self: Pin<&mut Self>) {
+        self.handle.finalize();
+    }
+}
+
+impl<B> HttpBody for CaptureBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.handle.client_bytes(d);
+                }
+            }
+            Poll::Ready(None) => this.handle.finalize(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_tokens_and_keys() {
+        let t = mask_secrets(
+            r#"Authorization: Bearer abc.def {"accessToken":"xyz","other":"ok","refresh_token":"r"}"#,
+        );
+        assert_eq!(
+            t,
+            r#"Authorization: Bearer *** {"accessToken":"***","other":"ok","refresh_token":"***"}"#
+        );
+    }
+
+    #[test]
+    fn debug_mode_parses() {
+        assert_eq!("ERRORS".parse::<DebugMode>().unwrap(), DebugMode::Errors);
+        assert!("verbose".parse::<DebugMode>().is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! `JsonBodyLayer<T>`: reads the request body once (bounded), parses it into `T`, and hands the
+//! inner service an `http::Request<T>`; no layer below parses JSON again. The raw bytes stay
+//! available as a [`RawBody`] extension (a cheap `Bytes` clone) for debug capture.
+//!
+//! Over the limit → 413, not JSON or not the expected shape → 400, both in the request's
+//! dialect; never the framework's plain-text rejection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Limited};
+use serde::de::DeserializeOwned;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::api::{Body, Dialect};
+use crate::error::GatewayError;
+
+/// The request body exactly as the client sent it.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub Bytes);
+
+/// See the module docs.
+pub struct JsonBodyLayer<T> {
+    limit: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for JsonBodyLayer<T> {
+    fn clone(&self) -> Self {
+        JsonBodyLayer {
+            limit: self.limit,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> JsonBodyLayer<T> {
+    pub fn new(limit: usize) -> Self {
+        JsonBodyLayer {
+            limit,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<S, T> Layer<S> for JsonBodyLayer<T> {
+    type Service = JsonBodyService<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JsonBodyService {
+            inner,
+            limit: self.limit,
+            _t: PhantomData,
+        }
+    }
+}
+
+pub struct JsonBodyService<S, T> {
+    inner: S,
+    limit: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<S: Clone, T> Clone for JsonBodyService<S, T> {
+    fn clone(&self) -> Self {
+        JsonBodyService {
+            inner: self.inner.clone(),
+            limit: self.limit,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// Read and parse a body (see the module docs).
+pub async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    declared_len: Option<u64>,
+) -> Result<(T, Bytes), GatewayError> {
+    if declared_len.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::too_large(limit));
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(GatewayError::too_large(limit));
+            }
+            return Err(GatewayError::invalid_request(format!(
+                "could not read the request body: {e}"
+            )));
+        }
+    };
+    if bytes.is_empty() {
+        return Err(GatewayError::invalid_request(
+            "the request body is empty; a JSON object is expected",
+        ));
+    }
+    match serde_json::from_slice::<T>(&bytes) {
+        Ok(v) => Ok((v, bytes)),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(GatewayError::invalid_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+        Err(e) => Err(GatewayError::invalid_request(format!(
+            "the request body does not have the expected shape: {e}"
+        ))),
+    }
+}
+
+impl<S, T> Service<Request<Body>> for JsonBodyService<S, T>
+where
+    S: Service<Request<T>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    T: DeserializeOwned + Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // take the service that was made ready; leave a clone in its place
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limit = self.limit;
+        Box::pin(async move {
+            let dialect = Dialect::of(&req);
+            let declared = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let (parts, body) = req.into_parts();
+            match read_json::<T>(body, limit, declared).await {
+                Ok((value, raw)) => {
+                    let mut req = Request::from_parts(parts, value);
+                    req.extensions_mut().insert(RawBody(raw));
+                    inner.call(req).await
+                }
+                Err(e) => Ok(dialect.error_response(&e)),
+            }
+        })
+    }
+}

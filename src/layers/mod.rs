@@ -1,0 +1,78 @@
+//! Every concern of the gateway as a Tower layer, and [`gateway_stack`], the order they are
+//! meant to be stacked in.
+
+pub mod auth;
+pub mod capture;
+pub mod decode;
+pub mod model;
+pub mod retry;
+pub mod translate;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+pub use auth::ApiKeyLayer;
+pub use capture::{CaptureConfig, DebugCaptureLayer, DebugMode};
+pub use decode::{JsonBodyLayer, RawBody};
+pub use model::{ModelNameLayer, ModelRequest};
+pub use retry::{KiroAuthLayer, RetryConfig, RetryLayer};
+pub use translate::{DialectApi, TranslateConfig, TranslateLayer};
+
+use crate::api::Body;
+use crate::auth::TokenManager;
+use crate::kiro::KiroClient;
+use crate::models::ModelCatalog;
+
+/// The shared pieces a stack is built from (all cheap to clone).
+#[derive(Clone)]
+pub struct StackParts {
+    pub api_keys: ApiKeyLayer,
+    /// Largest request body accepted (`MAX_BODY_BYTES`).
+    pub body_limit: usize,
+    pub capture: CaptureConfig,
+    pub catalog: Arc<ModelCatalog>,
+    pub translate: TranslateConfig,
+    pub retry: RetryConfig,
+    pub tokens: TokenManager,
+    pub client: KiroClient,
+}
+
+/// The service behind a chat route of dialect `D`.
+pub type ChatService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// The full stack for one dialect, outermost first:
+///
+/// 1. [`ApiKeyLayer`]: the client's key, checked in constant time before the body is read;
+/// 2. [`JsonBodyLayer`]: the body read once (bounded: 413 past `MAX_BODY_BYTES`) and parsed
+///    into the dialect's request type (bad JSON: 400 in the dialect's shape);
+/// 3. [`DebugCaptureLayer`]: per-request debug files (`DEBUG_MODE`), off by default;
+/// 4. [`ModelNameLayer`]: the client's model name resolved to a Kiro model id;
+/// 5. [`TranslateLayer`]: dialect request → Kiro request, Kiro events → dialect SSE or JSON;
+/// 6. [`RetryLayer`]: 429/5xx/connect errors and first-token timeouts retried with backoff,
+///    never once anything reached the client;
+/// 7. [`KiroAuthLayer`]: the current access token on every attempt, one forced refresh on a
+///    stale-token 403;
+/// 8. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
+///
+/// The generic tower-http layers (request ids, sensitive headers, tracing, panic catching) go
+/// around the router, see [`crate::server::router`].
+pub fn gateway_stack<D>(parts: &StackParts) -> ChatService
+where
+    D: DialectApi,
+    D::Request: serde::de::DeserializeOwned + ModelRequest + Sync,
+{
+    let svc = ServiceBuilder::new()
+        .layer(parts.api_keys.clone())
+        .layer(JsonBodyLayer::<D::Request>::new(parts.body_limit))
+        .layer(DebugCaptureLayer::new(parts.capture.clone()))
+        .layer(ModelNameLayer::new(parts.catalog.clone()))
+        .layer(TranslateLayer::<D>::new(parts.translate.clone()))
+        .layer(RetryLayer::new(parts.retry.clone()))
+        .layer(KiroAuthLayer::new(parts.tokens.clone()))
+        .service(parts.client.clone());
+    BoxCloneSyncService::new(svc)
+}

@@ -1,0 +1,129 @@
+//! `ModelNameLayer`: resolves the model the client asked for to a Kiro model id (see
+//! [`crate::models`]) and puts a [`ResolvedModel`] into the request extensions. An unknown
+//! name is a 400 in the request's dialect that lists the closest known names (or, when the
+//! catalogue is configured to, it is passed through unchanged).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::api::{Body, Dialect};
+use crate::error::GatewayError;
+pub use crate::models::{ModelCatalog, ResolvedModel};
+
+/// A parsed request that names a model.
+pub trait ModelRequest {
+    fn model(&self) -> &str;
+}
+
+impl ModelRequest for crate::api::openai::ChatCompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct ModelNameLayer {
+    catalog: Arc<ModelCatalog>,
+}
+
+impl ModelNameLayer {
+    pub fn new(catalog: Arc<ModelCatalog>) -> Self {
+        ModelNameLayer { catalog }
+    }
+}
+
+impl<S> Layer<S> for ModelNameLayer {
+    type Service = ModelNameService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ModelNameService {
+            inner,
+            catalog: self.catalog.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ModelNameService<S> {
+    inner: S,
+    catalog: Arc<ModelCatalog>,
+}
+
+impl<S, T> Service<Request<T>> for ModelNameService<S>
+where
+    S: Service<Request<T>, Response = Response<Body>, Error = Infallible>,
+    T: ModelRequest,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<T>) -> Self::Future {
+        match self.catalog.resolve(req.body().model()) {
+            Ok(resolved) => {
+                tracing::debug!(requested = %resolved.requested, kiro_id = %resolved.kiro_id, "model resolved");
+                req.extensions_mut().insert(resolved);
+                ResponseFuture::Inner {
+                    fut: self.inner.call(req),
+                }
+            }
+            Err(close) => {
+                let name = req.body().model();
+                let hint = if close.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Did you mean: {}?", close.join(", "))
+                };
+                let err = GatewayError::invalid_request(format!(
+                    "The model {name:?} is not available through this Kiro account.{hint} GET /v1/models lists the models."
+                ))
+                .with_param("model")
+                .with_code("model_not_found");
+                ResponseFuture::Rejected {
+                    resp: Some(Dialect::of(&req).error_response(&err)),
+                }
+            }
+        }
+    }
+}
+
+#[pin_project(project = Proj)]
+pub enum ResponseFuture<F> {
+    Inner {
+        #[pin]
+        fut: F,
+    },
+    Rejected {
+        resp: Option<Response<Body>>,
+    },
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Proj::Inner { fut } => fut.poll(cx),
+            Proj::Rejected { resp } => match resp.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! `RetryLayer` and `KiroAuthLayer`, the two layers directly above the Kiro client.
+//!
+//! **KiroAuthLayer** puts the current access token on every attempt. A 403 that says the token
+//! is invalid forces a refresh (single-flight, and only if that token is still the current
+//! one) and retries once; any other 403 (a suspended account, a forbidden profile) is returned
+//! as it is, with no refresh.
+//!
+//! **RetryLayer** retries an attempt that failed before anything reached the client:
+//! 429 (not a monthly quota), 5xx and connection errors with exponential backoff and jitter
+//! (the `backoff` crate computes the schedule, `tokio::time` waits; an upstream retry hint is
+//! honoured up to the delay cap), within a bounded number of attempts and a total time budget.
+//! An attempt whose response headers and first event do not arrive within the first-token
+//! timeout is abandoned (its connection dropped) and retried up to its own limit, then 504.
+//! A 400 is never retried. Once the first event is back the response is handed up, so nothing
+//! already forwarded is ever retried.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::auth::TokenManager;
+use crate::kiro::{Error, GenerateRequest, GenerateResponse};
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+
+/// Retry settings.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Attempts in all for 429 / 5xx / connection errors.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// No new attempt starts after this much time since the first.
+    pub budget: Duration,
+    /// `FIRST_TOKEN_TIMEOUT`: response headers plus the first event.
+    pub first_token_timeout: Duration,
+    /// `FIRST_TOKEN_MAX_RETRIES`: attempts in all that may time out before 504.
+    pub first_token_max_attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1000),
+            max_delay: Duration::from_secs(10),
+            budget: Duration::from_secs(60),
+            first_token_timeout: Duration::from_secs(15),
+            first_token_max_attempts: 3,
+        }
+    }
+}
+
+/// The delay schedule: exponential from `base`, doubling, ±50 % jitter, capped.
+fn schedule(cfg: &RetryConfig) -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(cfg.base_delay)
+        .with_multiplier(2.0)
+        .with_randomization_factor(0.5)
+        .with_max_interval(cfg.max_delay)
+        .with_max_elapsed_time(None)
+        .build()
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct RetryLayer {
+    cfg: Arc<RetryConfig>,
+}
+
+impl RetryLayer {
+    pub fn new(cfg: RetryConfig) -> Self {
+        RetryLayer { cfg: Arc::new(cfg) }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = RetryService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryService {
+            inner,
+            cfg: self.cfg.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RetryService<S> {
+    inner: S,
+    cfg: Arc<RetryConfig>,
+}
+
+/// Await the response and its first event within `limit`; the first event is put back in
+/// front of the stream.
+async fn first_event<F>(fut: F, limit: Duration) -> Result<GenerateResponse, Error>
+where
+    F: Future<Output = Result<GenerateResponse, Error>>,
+{
+    let attempt = async {
+        let mut resp = fut.await?;
+        match resp.events.next().await {
+            Some(Ok(ev)) => {
+                let rest =
+                    std::mem::replace(&mut resp.events, Box::pin(futures_util::stream::empty()));
+                resp.events =
+                    Box::pin(futures_util::stream::once(async move { Ok(ev) }).chain(rest));
+                Ok(resp)
+            }
+            // failed before anything could be forwarded: report it as the answer's error
+            Some(Err(e)) => Err(e),
+            None => Ok(resp),
+        }
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::FirstByteTimeout(limit)),
+    }
+}
+
+impl<S> Service<GenerateRequest> for RetryService<S>
+where
+    S: Service<GenerateRequest, Response = GenerateResponse, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = GenerateResponse;
+    type Error = Error;
+    type Future = BoxFut<GenerateResponse>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: GenerateRequest) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let mut spare = self.inner.clone();
+        let cfg = self.cfg.clone();
+        Box::pin(async move {
+            let start = tokio::time::Instant::now();
+            let mut delays = schedule(&cfg);
+            let max_attempts = cfg.max_attempts.max(1) + cfg.first_token_max_attempts.max(1) - 1;
+            let mut status_failures = 0u32;
+            let mut timeouts = 0u32;
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                let mut r = req.clone();
+                r.attempt = attempt;
+                r.max_attempts = max_attempts;
+                let fut = if attempt == 1 {
+                    ready.call(r)
+                } else {
+                    use tower::ServiceExt;
+                    spare.ready().await?;
+                    spare.call(r)
+                };
+                let err = match first_event(fut, cfg.first_token_timeout).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(e) => e,
+                };
+                let wait = match &err {
+                    Error::FirstByteTimeout(_) => {
+                        timeouts += 1;
+                        if timeouts >= cfg.first_token_max_attempts.max(1) {
+                            return Err(err);
+                        }
+                        tracing::warn!(
+                            attempt,
+                            "no first token within {:?}; retrying",
+                            cfg.first_token_timeout
+                        );
+                        Duration::ZERO
+                    }
+                    e if e.is_retryable() || is_retryable_stream_error(e) => {
+                        status_failures += 1;
+                        if status_failures >= cfg.max_attempts.max(1) {
+                            return Err(err);
+                        }
+                        let hint = match e {
+                            Error::Status(s) => s.retry_after,
+                            _ => None,
+                        };
+                        let computed = delays.next_backoff_duration(cfg.max_delay);
+                        hint.map(|h| h.min(cfg.max_delay)).unwrap_or(computed)
+                    }
+                    _ => return Err(err),
+                };
+                if start.elapsed() + wait >= cfg.budget {
+                    tracing::warn!(attempt, "retry budget of {:?} spent", cfg.budget);
+                    return Err(err);
+                }
+                tracing::info!(attempt, error = %err, wait_ms = wait.as_millis() as u64, "retrying the Kiro call");
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+}
+
+/// An exception frame that arrived before any event: transient kinds are retried.
+fn is_retryable_stream_error(e: &Error) -> bool {
+    e.stream_exception().is_some_and(|x| {
+        let k = x.kind.to_ascii_lowercase();
+        k.contains("throttl") || k.contains("internalserver") || k.contains("serviceunavailable")
+    })
+}
+
+trait NextDuration {
+    fn next_backoff_duration(&mut self, cap: Duration) -> Duration;
+}
+
+impl NextDuration for backoff::ExponentialBackoff {
+    fn next_backoff_duration(&mut self, cap: Duration) -> Duration {
+        use backoff::backoff::Backoff;
+        self.next_backoff().unwrap_or(cap).min(cap)
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct KiroAuthLayer {
+    tokens: TokenManager,
+}
+
+impl KiroAuthLayer {
+    pub fn new(tokens: TokenManager) -> Self {
+        KiroAuthLayer { tokens }
+    }
+}
+
+impl<S> Layer<S> for KiroAuthLayer {
+    type Service = KiroAuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        KiroAuthService {
+            inner,
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct KiroAuthService<S> {
+    inner: S,
+    tokens: TokenManager,
+}
+
+impl<S> Service<GenerateRequest> for KiroAuthService<S>
+where
+    S: Service<GenerateRequest, Response = GenerateResponse, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = GenerateResponse;
+    type Error = Error;
+    type Future = BoxFut<GenerateResponse>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: GenerateRequest) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let mut spare = self.inner.clone();
+        let tokens = self.tokens.clone();
+        Box::pin(async move {
+            let token = tokens.access_token().await?;
+            req.token = Some(token.token.clone());
+            match ready.call(req.clone()).await {
+                Err(Error::Status(s)) if s.is_invalid_token() => {
+                    tracing::info!("Kiro rejected the access token; refreshing once");
+                    let fresh = tokens.force_refresh(&token).await?;
+                    req.token = Some(fresh.token);
+                    use tower::ServiceExt;
+                    spare.ready().await?;
+                    spare.call(req).await
+                }
+                other => other,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kiro::UpstreamStatus;
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn status(code: u16) -> Error {
+        Error::Status(Box::new(UpstreamStatus::from_parts(
+            StatusCode::from_u16(code).unwrap(),
+            &HeaderMap::new(),
+            Bytes::from_static(br#"{"message":"x","reason":null}"#),
+        )))
+    }
+
+    fn ok_response() -> GenerateResponse {
+        GenerateResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            events: Box::pin(futures_util::stream::iter(vec![Ok(
+                crate::kiro::Event::Text {
+                    content: "hi".into(),
+                },
+            )])),
+        }
+    }
+
+    /// A service that fails with the scripted errors, then succeeds; counts calls.
+    fn scripted(
+        errors: Vec<u16>,
+        calls: Arc<AtomicU32>,
+    ) -> impl Service<
+        GenerateRequest,
+        Response = GenerateResponse,
+        Error = Error,
+        Future = BoxFut<GenerateResponse>,
+    > + Clone {
+        let errors = Arc::new(errors);
+        tower::service_fn(move |req: GenerateRequest| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) as usize;
+            let errors = errors.clone();
+            Box::pin(async move {
+                assert_eq!(req.attempt as usize, n + 1);
+                match errors.get(n) {
+                    Some(code) => Err(status(*code)),
+                    None => Ok(ok_response()),
+                }
+            }) as BoxFut<GenerateResponse>
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_429_and_5xx_then_succeeds() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let svc =
+            RetryLayer::new(RetryConfig::default()).layer(scripted(vec![429, 503], calls.clone()));
+        let before = tokio::time::Instant::now();
+        let resp = tower::ServiceExt::oneshot(svc, GenerateRequest::new(Bytes::new())).await;
+        assert!(resp.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // two backoff waits happened (0.5-1.5 s, then 1-3 s)
+        assert!(before.elapsed() >= Duration::from_millis(1500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_with_the_last_upstream_error() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let svc = RetryLayer::new(RetryConfig::default())
+            .layer(scripted(vec![500, 502, 503, 504], calls.clone()));
+        let err = tower::ServiceExt::oneshot(svc, GenerateRequest::new(Bytes::new()))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Status(s) if s.status == 503));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_retries_a_400() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let svc = RetryLayer::new(RetryConfig::default()).layer(scripted(vec![400], calls.clone()));
+        let err = tower::ServiceExt::oneshot(svc, GenerateRequest::new(Bytes::new()))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Status(s) if s.status == 400));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_token_timeout_is_retried_then_504() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let slow = tower::service_fn(move |_req: GenerateRequest| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(ok_response())
+            }) as BoxFut<GenerateResponse>
+        });
+        let svc = RetryLayer::new(RetryConfig::default()).layer(slow);
+        let err = tower::ServiceExt::oneshot(svc, GenerateRequest::new(Bytes::new()))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::FirstByteTimeout(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let g = crate::error::GatewayError::from(err);
+        assert_eq!(g.status, 504);
+    }
+}

@@ -1,0 +1,245 @@
+//! `TranslateLayer<D>`: a dialect request in, a Kiro call below, the dialect's response out.
+//!
+//! The layer turns `http::Request<D::Request>` into a [`GenerateRequest`] (through the shared
+//! [`conversation`](crate::api::conversation) model), calls the inner Kiro service, and answers
+//! with the dialect's SSE stream (events forwarded as they arrive, pulled only as fast as the
+//! client reads) or with one JSON answer folded from the same events. A dialect plugs in by
+//! implementing [`DialectApi`]; nothing else is dialect-specific.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::capture::CaptureHandle;
+use crate::api::conversation::{self, BuildOptions, Conversation};
+use crate::api::usage::{estimate_request, UsageTracker};
+use crate::api::{fold, new_id, unix_now, Body, Dialect, Encoder, Folder, ResponseMeta, SseBody};
+use crate::auth::TokenManager;
+use crate::error::GatewayError;
+use crate::kiro::{self, Event, GenerateRequest, GenerateResponse, KiroEvents};
+use crate::models::{ResolvedModel, DEFAULT_MAX_INPUT_TOKENS};
+
+/// What a public dialect provides to the translation layer.
+pub trait DialectApi: Send + Sync + 'static {
+    /// The parsed request body.
+    type Request: Send + 'static;
+    type Encoder: Encoder + Unpin;
+    type Folder: Folder;
+    const DIALECT: Dialect;
+    /// Prefix of response ids (`chatcmpl-`, `msg_`).
+    const ID_PREFIX: &'static str;
+
+    fn model(req: &Self::Request) -> &str;
+    fn is_stream(req: &Self::Request) -> bool;
+    fn conversation(req: &Self::Request) -> Result<Conversation, GatewayError>;
+    fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder;
+    fn folder(req: &Self::Request, meta: ResponseMeta) -> Self::Folder;
+}
+
+/// Settings of the translation.
+#[derive(Clone, Default)]
+pub struct TranslateConfig {
+    /// Source of the profile ARN put into requests (per the account's policy).
+    pub tokens: Option<TokenManager>,
+    /// `TOOL_DESCRIPTION_MAX_LENGTH` (0: never move descriptions).
+    pub tool_description_max: usize,
+}
+
+/// See the module docs.
+pub struct TranslateLayer<D> {
+    cfg: Arc<TranslateConfig>,
+    _d: PhantomData<fn() -> D>,
+}
+
+impl<D> Clone for TranslateLayer<D> {
+    fn clone(&self) -> Self {
+        TranslateLayer {
+            cfg: self.cfg.clone(),
+            _d: PhantomData,
+        }
+    }
+}
+
+impl<D> TranslateLayer<D> {
+    pub fn new(cfg: TranslateConfig) -> Self {
+        TranslateLayer {
+            cfg: Arc::new(cfg),
+            _d: PhantomData,
+        }
+    }
+}
+
+impl<S, D> Layer<S> for TranslateLayer<D> {
+    type Service = TranslateService<S, D>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TranslateService {
+            inner,
+            cfg: self.cfg.clone(),
+            _d: PhantomData,
+        }
+    }
+}
+
+pub struct TranslateService<S, D> {
+    inner: S,
+    cfg: Arc<TranslateConfig>,
+    _d: PhantomData<fn() -> D>,
+}
+
+impl<S: Clone, D> Clone for TranslateService<S, D> {
+    fn clone(&self) -> Self {
+        TranslateService {
+            inner: self.inner.clone(),
+            cfg: self.cfg.clone(),
+            _d: PhantomData,
+        }
+    }
+}
+
+/// Build the upstream request for a dialect request.
+pub fn prepare<D: DialectApi>(
+    body: &D::Request,
+    resolved: &ResolvedModel,
+    cfg: &TranslateConfig,
+) -> Result<(Bytes, u64), GatewayError> {
+    let conv = D::conversation(body)?;
+    let opts = BuildOptions {
+        model_id: resolved.kiro_id.clone(),
+        profile_arn: cfg
+            .tokens
+            .as_ref()
+            .and_then(TokenManager::profile_arn_for_requests),
+        conversation_id: uuid::Uuid::new_v4().to_string(),
+        tool_description_max: cfg.tool_description_max,
+    };
+    let kiro_req = conversation::to_kiro(conv, &opts)?;
+    let estimate = estimate_request(&kiro_req);
+    let bytes = serde_json::to_vec(&kiro_req).map_err(|e| {
+        GatewayError::internal(format!("could not serialise the Kiro request: {e}"))
+    })?;
+    Ok((Bytes::from(bytes), estimate))
+}
+
+/// Record every event (and the failure, if any) into the capture as JSON lines.
+fn captured(events: KiroEvents, handle: CaptureHandle) -> KiroEvents {
+    Box::pin(events.map(move |item| {
+        match &item {
+            Ok(ev) => handle.upstream_line(&event_line(ev)),
+            Err(e) => {
+                handle.upstream_line(&serde_json::json!({"error": e.to_string()}).to_string());
+                handle.fail(502, &e.to_string());
+            }
+        }
+        item
+    }))
+}
+
+fn event_line(ev: &Event) -> String {
+    use serde_json::json;
+    let v = match ev {
+        Event::Text { content } => json!({"assistantResponseEvent": {"content": content}}),
+        Event::ToolUse(t) => json!({"toolUseEvent": {"toolUseId": t.tool_use_id, "name": t.name,
+            "input": format!("{:?}", t.input), "stop": t.stop}}),
+        Event::Metering(m) => json!({"meteringEvent": {"unit": m.unit, "usage": m.usage}}),
+        Event::ContextUsage { percentage } => {
+            json!({"contextUsageEvent": {"contextUsagePercentage": percentage}})
+        }
+        Event::MessageMetadata {
+            conversation_id,
+            utterance_id,
+        } => {
+            json!({"messageMetadataEvent": {"conversationId": conversation_id, "utteranceId": utterance_id}})
+        }
+        Event::Unknown {
+            event_type,
+            payload,
+        } => {
+            json!({ event_type.clone(): String::from_utf8_lossy(payload) })
+        }
+    };
+    v.to_string()
+}
+
+impl<S, D> Service<Request<D::Request>> for TranslateService<S, D>
+where
+    D: DialectApi,
+    S: Service<GenerateRequest, Response = GenerateResponse, Error = kiro::Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // the Kiro services below are always ready; a failure would surface in call
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<D::Request>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let cfg = self.cfg.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let resolved = parts
+                .extensions
+                .get::<ResolvedModel>()
+                .cloned()
+                .unwrap_or_else(|| ResolvedModel {
+                    requested: D::model(&body).to_owned(),
+                    kiro_id: D::model(&body).to_owned(),
+                    max_input_tokens: DEFAULT_MAX_INPUT_TOKENS,
+                });
+            let capture = parts.extensions.get::<CaptureHandle>().cloned();
+            let (bytes, estimate) = match prepare::<D>(&body, &resolved, &cfg) {
+                Ok(x) => x,
+                Err(e) => return Ok(D::DIALECT.error_response(&e)),
+            };
+            if let Some(c) = &capture {
+                c.set_kiro_body(&bytes);
+            }
+            tracing::debug!(model = %resolved.kiro_id, bytes = bytes.len(), stream = D::is_stream(&body), "calling Kiro");
+            let upstream = GenerateRequest::new(bytes);
+            let resp = match inner.call(upstream).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kiro call failed");
+                    if let Some(c) = &capture {
+                        c.log(&format!("upstream failed: {e}"));
+                    }
+                    return Ok(D::DIALECT.error_response(&GatewayError::from(e)));
+                }
+            };
+            let events = match capture {
+                Some(c) => captured(resp.events, c),
+                None => resp.events,
+            };
+            let meta = ResponseMeta {
+                id: new_id(D::ID_PREFIX),
+                created: unix_now(),
+                model: resolved.requested,
+                usage: UsageTracker::new(estimate, resolved.max_input_tokens),
+            };
+            if D::is_stream(&body) {
+                Ok(SseBody::new(events, D::encoder(&body, meta)).into_response())
+            } else {
+                Ok(fold(events, D::folder(&body, meta), D::DIALECT).await)
+            }
+        })
+    }
+}

@@ -1,0 +1,348 @@
+//! The model catalogue: what ListAvailableModels reports (refreshed with a TTL), a built-in
+//! fallback when the upstream cannot be asked, and the resolution of what clients write
+//! (`claude-sonnet-4-5`, `claude-sonnet-4.5`, `claude-sonnet-4-5-20250929`,
+//! `claude-3-7-sonnet-20250219`, `auto-kiro`, …) to the ids the service accepts.
+//!
+//! Resolution order: an exact catalogue id; an alias (`auto-kiro` → `auto`); the normalised
+//! name (spec 5.3: dashes to dots in versions, date and `-latest` suffixes dropped, the
+//! `claude-3.7-sonnet` form reordered); the hidden legacy ids (`claude-3.7-sonnet` →
+//! `CLAUDE_3_7_SONNET_20250219_V1_0`). Names compare case-insensitively.
+
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+use crate::kiro::types::ModelInfo;
+
+/// Aliases offered to clients (shown in `/v1/models`), resolved before anything else.
+pub const ALIASES: &[(&str, &str)] = &[("auto-kiro", "auto")];
+/// Display names for ids the service accepts but does not list.
+pub const HIDDEN: &[(&str, &str)] = &[("claude-3.7-sonnet", "CLAUDE_3_7_SONNET_20250219_V1_0")];
+/// Ids kept out of `/v1/models` (Cursor has its own `auto`).
+pub const HIDDEN_FROM_LIST: &[&str] = &["auto"];
+/// Used until (and whenever) the upstream list cannot be fetched.
+pub const FALLBACK_MODELS: &[&str] = &[
+    "auto",
+    "claude-sonnet-4",
+    "claude-sonnet-4.5",
+    "claude-haiku-4.5",
+    "claude-opus-4.5",
+];
+/// Input window assumed when the catalogue says nothing (spec 5.4).
+pub const DEFAULT_MAX_INPUT_TOKENS: u64 = 200_000;
+
+/// A client's model name resolved to a service id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModel {
+    /// What the client wrote (echoed in responses).
+    pub requested: String,
+    /// What goes upstream as `modelId`.
+    pub kiro_id: String,
+    pub max_input_tokens: u64,
+}
+
+/// Where the catalogue's current list came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogSource {
+    Fallback,
+    Upstream,
+}
+
+#[derive(Debug)]
+struct State {
+    models: Vec<ModelInfo>,
+    fetched_at: Option<SystemTime>,
+    source: CatalogSource,
+}
+
+/// See the module docs. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct ModelCatalog {
+    state: RwLock<State>,
+    ttl: Duration,
+    /// Unknown names are sent upstream unchanged instead of refused.
+    pub pass_through_unknown: bool,
+}
+
+fn fallback() -> Vec<ModelInfo> {
+    FALLBACK_MODELS
+        .iter()
+        .map(|id| ModelInfo {
+            model_id: (*id).to_owned(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The normalised form of a name (spec 5.3 rules), lower case.
+pub fn normalize(name: &str) -> String {
+    let mut n = name.trim().to_ascii_lowercase();
+    for suffix in ["[1m]", "-thinking"] {
+        if let Some(s) = n.strip_suffix(suffix) {
+            n = s.to_owned();
+        }
+    }
+    if let Some(s) = n.strip_suffix("-latest") {
+        n = s.to_owned();
+    }
+    let parts: Vec<&str> = n.split('-').collect();
+    let is_family = |s: &str| matches!(s, "haiku" | "sonnet" | "opus");
+    let is_num = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    let is_date = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit());
+    match parts.as_slice() {
+        // claude-{family}-{major}-{minor}[-date|-digits]
+        ["claude", fam, major, minor, rest @ ..]
+            if is_family(fam) && is_num(major) && is_num(minor) && rest.len() <= 1 =>
+        {
+            format!("claude-{fam}-{major}.{minor}")
+        }
+        // claude-{family}-{major}[-date]
+        ["claude", fam, major, rest @ ..]
+            if is_family(fam)
+                && is_num(major)
+                && rest.iter().all(|r| is_date(r))
+                && rest.len() <= 1 =>
+        {
+            format!("claude-{fam}-{major}")
+        }
+        // claude-{major}-{minor}-{family}[-date]
+        ["claude", major, minor, fam, rest @ ..]
+            if is_family(fam) && is_num(major) && is_num(minor) && rest.len() <= 1 =>
+        {
+            format!("claude-{major}.{minor}-{fam}")
+        }
+        // already dotted with a date: claude-{family}-{x.y}-{date}
+        ["claude", fam, ver, date] if is_family(fam) && ver.contains('.') && is_date(date) => {
+            format!("claude-{fam}-{ver}")
+        }
+        // claude-{x.y}-{family}-{anything}
+        ["claude", ver, fam, _rest @ ..]
+            if is_family(fam) && ver.contains('.') && !_rest.is_empty() =>
+        {
+            format!("claude-{fam}-{ver}")
+        }
+        _ => n,
+    }
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+impl ModelCatalog {
+    pub fn new(ttl: Duration, pass_through_unknown: bool) -> Self {
+        ModelCatalog {
+            state: RwLock::new(State {
+                models: fallback(),
+                fetched_at: None,
+                source: CatalogSource::Fallback,
+            }),
+            ttl,
+            pass_through_unknown,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replace the list with what the upstream reported.
+    pub fn set_models(&self, models: Vec<ModelInfo>) {
+        if models.is_empty() {
+            tracing::warn!("ListAvailableModels returned no models; keeping the current list");
+            return;
+        }
+        let mut s = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.models = models;
+        s.fetched_at = Some(SystemTime::now());
+        s.source = CatalogSource::Upstream;
+    }
+
+    /// Whether the list is older than the TTL (or was never fetched).
+    pub fn is_stale(&self) -> bool {
+        self.read()
+            .fetched_at
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age >= self.ttl)
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Age of the upstream list, `None` while on the fallback.
+    pub fn age(&self) -> Option<Duration> {
+        self.read().fetched_at.and_then(|t| t.elapsed().ok())
+    }
+
+    pub fn source(&self) -> CatalogSource {
+        self.read().source
+    }
+
+    pub fn models(&self) -> Vec<ModelInfo> {
+        self.read().models.clone()
+    }
+
+    /// Ids shown to clients: the catalogue minus hidden ones, plus aliases and hidden display
+    /// names, sorted.
+    pub fn listed_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .read()
+            .models
+            .iter()
+            .map(|m| m.model_id.clone())
+            .filter(|id| !HIDDEN_FROM_LIST.contains(&id.as_str()))
+            .filter(|id| !HIDDEN.iter().any(|(_, internal)| internal == id))
+            .collect();
+        ids.extend(ALIASES.iter().map(|(a, _)| (*a).to_owned()));
+        ids.extend(HIDDEN.iter().map(|(d, _)| (*d).to_owned()));
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    fn max_input(&self, kiro_id: &str) -> u64 {
+        self.read()
+            .models
+            .iter()
+            .find(|m| m.model_id == kiro_id)
+            .and_then(|m| m.token_limits.as_ref())
+            .and_then(|t| t.max_input_tokens)
+            .unwrap_or(DEFAULT_MAX_INPUT_TOKENS)
+    }
+
+    fn find_id(&self, name: &str) -> Option<String> {
+        let s = self.read();
+        s.models
+            .iter()
+            .find(|m| m.model_id.eq_ignore_ascii_case(name))
+            .map(|m| m.model_id.clone())
+    }
+
+    /// Resolve a client's name; `Err` carries close matches for the error message.
+    pub fn resolve(&self, requested: &str) -> Result<ResolvedModel, Vec<String>> {
+        let done = |id: String| ResolvedModel {
+            requested: requested.to_owned(),
+            max_input_tokens: self.max_input(&id),
+            kiro_id: id,
+        };
+        let name = requested.trim();
+        if let Some(id) = self.find_id(name) {
+            return Ok(done(id));
+        }
+        let lower = name.to_ascii_lowercase();
+        if let Some((_, target)) = ALIASES.iter().find(|(a, _)| *a == lower) {
+            return Ok(done((*target).to_owned()));
+        }
+        let norm = normalize(name);
+        if let Some(id) = self.find_id(&norm) {
+            return Ok(done(id));
+        }
+        if let Some((_, internal)) = HIDDEN.iter().find(|(d, _)| *d == norm) {
+            return Ok(done((*internal).to_owned()));
+        }
+        if self.pass_through_unknown {
+            return Ok(done(name.to_owned()));
+        }
+        let mut candidates: Vec<(usize, String)> = self
+            .listed_ids()
+            .into_iter()
+            .map(|id| (distance(&norm, &id), id))
+            .collect();
+        candidates.sort();
+        Err(candidates.into_iter().take(3).map(|(_, id)| id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_the_spec_forms() {
+        for (input, want) in [
+            ("claude-haiku-4-5-20251001", "claude-haiku-4.5"),
+            ("claude-sonnet-4-5", "claude-sonnet-4.5"),
+            ("claude-sonnet-4-20250514", "claude-sonnet-4"),
+            ("claude-3-7-sonnet-20250219", "claude-3.7-sonnet"),
+            ("claude-haiku-4.5-20251001", "claude-haiku-4.5"),
+            ("claude-4.5-opus-high", "claude-opus-4.5"),
+            ("claude-sonnet-4-5-latest", "claude-sonnet-4.5"),
+            ("Claude-Sonnet-4.5", "claude-sonnet-4.5"),
+            ("claude-opus-4-6[1m]", "claude-opus-4.6"),
+        ] {
+            assert_eq!(normalize(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn resolves_every_client_spelling() {
+        let c = ModelCatalog::new(Duration::from_secs(60), false);
+        for (input, want) in [
+            ("claude-sonnet-4-5", "claude-sonnet-4.5"),
+            ("claude-sonnet-4.5", "claude-sonnet-4.5"),
+            ("claude-sonnet-4-5-20250929", "claude-sonnet-4.5"),
+            ("claude-haiku-4-5", "claude-haiku-4.5"),
+            (
+                "claude-3-7-sonnet-20250219",
+                "CLAUDE_3_7_SONNET_20250219_V1_0",
+            ),
+            ("auto", "auto"),
+            ("auto-kiro", "auto"),
+        ] {
+            let r = c.resolve(input).unwrap();
+            assert_eq!(r.kiro_id, want, "{input}");
+            assert_eq!(r.requested, input);
+        }
+        let err = c.resolve("claude-sonet-4.5").unwrap_err();
+        assert_eq!(err[0], "claude-sonnet-4.5");
+        let pass = ModelCatalog::new(Duration::from_secs(60), true);
+        assert_eq!(pass.resolve("gpt-4o").unwrap().kiro_id, "gpt-4o");
+    }
+
+    #[test]
+    fn lists_aliases_and_hides_auto() {
+        let c = ModelCatalog::new(Duration::from_secs(60), false);
+        assert_eq!(
+            c.listed_ids(),
+            [
+                "auto-kiro",
+                "claude-3.7-sonnet",
+                "claude-haiku-4.5",
+                "claude-opus-4.5",
+                "claude-sonnet-4",
+                "claude-sonnet-4.5"
+            ]
+        );
+        assert!(c.is_stale());
+        c.set_models(vec![ModelInfo {
+            model_id: "claude-sonnet-4.5".into(),
+            token_limits: Some(crate::kiro::types::TokenLimits {
+                max_input_tokens: Some(1_000_000),
+                max_output_tokens: None,
+            }),
+            ..Default::default()
+        }]);
+        assert!(!c.is_stale());
+        assert_eq!(
+            c.resolve("claude-sonnet-4-5").unwrap().max_input_tokens,
+            1_000_000
+        );
+    }
+}

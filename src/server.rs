@@ -1,0 +1,311 @@
+//! The bundled server: the public layers plus routing, nothing private.
+//!
+//! [`Gateway::from_config`] builds the shared pieces (HTTP client, token manager, model
+//! catalogue), [`Gateway::router`] the axum router (`/`, `/health`, `/v1/models`,
+//! `/v1/models/{id}`, `/v1/chat/completions`; anything else a 404 in OpenAI error JSON), and
+//! [`serve`] runs it with graceful shutdown. `examples/mount_in_axum.rs` mounts the same router
+//! inside another application.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post_service};
+use axum::Router;
+use http::{HeaderValue, Request, Response, StatusCode};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::openai::OpenAiChat;
+use crate::api::{Body, Dialect};
+use crate::auth::{TokenConfig, TokenManager};
+use crate::config::ValidConfig;
+use crate::error::GatewayError;
+use crate::kiro::{
+    EndpointTemplates, HttpConfig, KiroClient, KiroClientConfig, KiroHeaders, UpstreamHttp,
+};
+use crate::layers::{ApiKeyLayer, CaptureConfig, RetryConfig, StackParts, TranslateConfig};
+use crate::models::ModelCatalog;
+
+/// Everything a running gateway shares between requests.
+#[derive(Clone)]
+pub struct Gateway {
+    pub parts: StackParts,
+    pub started: SystemTime,
+}
+
+impl Gateway {
+    /// Build from a checked configuration (reads the credentials; no network yet).
+    pub fn from_config(cfg: &ValidConfig) -> Result<Self, GatewayError> {
+        let raw = &cfg.raw;
+        let http = UpstreamHttp::new(&HttpConfig {
+            proxy: raw.vpn_proxy_url.clone(),
+            connect_timeout: Duration::from_secs(raw.connect_timeout),
+            ..Default::default()
+        })?;
+        let endpoints = EndpointTemplates {
+            api_url: raw.kiro_api_url.clone(),
+            desktop_auth_url: raw.kiro_desktop_auth_url.clone(),
+            oidc_url: raw.kiro_oidc_url.clone(),
+        };
+        let headers = KiroHeaders::default();
+        let tokens = TokenManager::load(
+            &cfg.credentials(),
+            &endpoints,
+            http.clone(),
+            headers.clone(),
+            TokenConfig {
+                refresh_margin: Duration::from_secs(raw.token_refresh_margin_secs),
+                profile_arn_policy: cfg.profile_arn_policy,
+                ..Default::default()
+            },
+        )?;
+        let mut client_cfg = KiroClientConfig::new(endpoints.api(tokens.api_region()));
+        client_cfg.idle_timeout = Duration::from_secs(raw.streaming_read_timeout.max(1));
+        client_cfg.headers = headers;
+        let client = KiroClient::new(http, client_cfg);
+        let parts = StackParts {
+            api_keys: ApiKeyLayer::new([raw.proxy_api_key.as_str()]),
+            body_limit: raw.max_body_bytes,
+            capture: CaptureConfig {
+                mode: cfg.debug_mode,
+                dir: raw.debug_dir.clone(),
+                keep: raw.debug_keep,
+            },
+            catalog: Arc::new(ModelCatalog::new(
+                Duration::from_secs(raw.model_cache_ttl.max(1)),
+                cfg.pass_through_unknown,
+            )),
+            translate: TranslateConfig {
+                tokens: Some(tokens.clone()),
+                tool_description_max: raw.tool_description_max_length,
+            },
+            retry: RetryConfig {
+                max_attempts: raw.retry_max_attempts.max(1),
+                base_delay: Duration::from_millis(raw.retry_base_delay_ms),
+                max_delay: Duration::from_millis(raw.retry_max_delay_ms),
+                budget: Duration::from_secs(raw.retry_budget_secs),
+                first_token_timeout: Duration::from_secs(raw.first_token_timeout.max(1)),
+                first_token_max_attempts: raw.first_token_max_retries.max(1),
+            },
+            tokens,
+            client,
+        };
+        Ok(Gateway {
+            parts,
+            started: SystemTime::now(),
+        })
+    }
+
+    /// Fetch the model list now; on failure the current (fallback) list stays.
+    pub async fn refresh_models(&self) -> Result<usize, GatewayError> {
+        let p = &self.parts;
+        let token = p.tokens.access_token().await?;
+        let list = p
+            .client
+            .list_models(&token.token, p.tokens.profile_arn_for_requests().as_deref())
+            .await?;
+        let n = list.models.len();
+        p.catalog.set_models(list.models);
+        Ok(n)
+    }
+
+    /// Refresh the catalogue every TTL until `cancel` fires.
+    pub async fn refresh_models_periodically(self, cancel: CancellationToken) {
+        let ttl = self.parts.catalog.ttl();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(ttl) => {}
+            }
+            match self.refresh_models().await {
+                Ok(n) => tracing::debug!(models = n, "model catalogue refreshed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "model catalogue refresh failed; keeping the current list")
+                }
+            }
+        }
+    }
+
+    /// The router with every route and the generic tower-http layers.
+    pub fn router(&self) -> Router {
+        let chat = crate::layers::gateway_stack::<OpenAiChat>(&self.parts);
+        let v1 = Router::new()
+            .route("/v1/models", get(list_models))
+            .route("/v1/models/{*id}", get(get_model))
+            .route(
+                "/v1/chat/completions",
+                post_service(chat).fallback(method_not_allowed),
+            )
+            .route_layer(self.parts.api_keys.clone());
+        Router::new()
+            .route("/", get(root))
+            .route("/health", get(health))
+            .merge(v1)
+            .fallback(not_found)
+            .with_state(self.clone())
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetSensitiveRequestHeadersLayer::new([
+                        http::header::AUTHORIZATION,
+                        http::HeaderName::from_static("x-api-key"),
+                        http::HeaderName::from_static("api-key"),
+                    ]))
+                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                    .layer(PropagateRequestIdLayer::x_request_id())
+                    .layer(TraceLayer::new_for_http())
+                    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                        panic_response,
+                    )),
+            )
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked");
+    Dialect::OpenAi.error_response(&GatewayError::internal("internal error in the gateway"))
+}
+
+/// Collapse repeated slashes (`/v1//models` from clients that concatenate base URLs) before
+/// routing.
+pub fn normalize_path<B>(mut req: Request<B>) -> Request<B> {
+    let path = req.uri().path();
+    if !path.contains("//") {
+        return req;
+    }
+    let mut clean = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && clean.ends_with('/')) {
+            clean.push(c);
+        }
+    }
+    if let Some(q) = req.uri().query() {
+        clean.push('?');
+        clean.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = clean.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+async fn root() -> impl IntoResponse {
+    axum::Json(json!({
+        "status": "ok",
+        "message": "Kiro Gateway is running",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
+    let status = gw.parts.tokens.status();
+    let expires_in = status
+        .expires_at
+        .and_then(|e| e.duration_since(SystemTime::now()).ok())
+        .map(|d| d.as_secs());
+    let catalog = &gw.parts.catalog;
+    axum::Json(json!({
+        "status": "healthy",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": gw.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        "auth": {
+            "type": status.auth_kind.as_str(),
+            "source": gw.parts.tokens.source().kind_name(),
+            "token_expires_at": status.expires_at.map(crate::auth::source::format_expiry),
+            "token_expires_in_secs": expires_in,
+            "refreshes": status.refreshes,
+            "unsaved_rotation": status.unsaved_rotation,
+        },
+        "models": {
+            "source": match catalog.source() {
+                crate::models::CatalogSource::Upstream => "upstream",
+                crate::models::CatalogSource::Fallback => "fallback",
+            },
+            "count": catalog.models().len(),
+            "age_secs": catalog.age().map(|a| a.as_secs()),
+        },
+    }))
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": crate::api::unix_now(), "owned_by": "anthropic",
+           "description": "Claude model via Kiro API"})
+}
+
+async fn list_models(State(gw): State<Gateway>) -> impl IntoResponse {
+    let data: Vec<_> = gw
+        .parts
+        .catalog
+        .listed_ids()
+        .iter()
+        .map(|id| model_object(id))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data}))
+}
+
+async fn get_model(State(gw): State<Gateway>, Path(id): Path<String>) -> Response<Body> {
+    match gw.parts.catalog.resolve(&id) {
+        Ok(_) => axum::Json(model_object(&id)).into_response(),
+        Err(_) => Dialect::OpenAi.error_response(
+            &GatewayError::not_found(format!("The model {id:?} does not exist"))
+                .with_code("model_not_found"),
+        ),
+    }
+}
+
+async fn not_found(req: Request<Body>) -> Response<Body> {
+    let dialect = Dialect::of(&req);
+    dialect.error_response(
+        &GatewayError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+            .with_code("not_found"),
+    )
+}
+
+async fn method_not_allowed(req: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let mut e = GatewayError::invalid_request(format!(
+        "method {} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ));
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    let mut r = Dialect::of(&req).error_response(&e);
+    r.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+    Ok(r)
+}
+
+/// Serve `router` on `listener` until `shutdown` fires; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use tower_layer::Layer;
+    let app = tower::util::MapRequestLayer::new(normalize_path::<Body>).layer(router);
+    axum::serve(listener, tower::make::Shared::new(app))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapses_duplicate_slashes() {
+        let r = normalize_path(Request::get("/v1//models?x=1").body(()).unwrap());
+        assert_eq!(r.uri(), "/v1/models?x=1");
+        let r = normalize_path(Request::get("/v1/models").body(()).unwrap());
+        assert_eq!(r.uri(), "/v1/models");
+    }
+}
