@@ -204,6 +204,18 @@ fn unquote(v: &str) -> &str {
 }
 
 impl Config {
+    /// Point this configuration at a mock upstream (the offline demo, examples, tests): all
+    /// three URLs at `url`, credentials = the mock's refresh token, no credential files.
+    pub fn use_mock(&mut self, mock: &crate::mock::MockKiro) {
+        let url = mock.url();
+        self.kiro_api_url = url.clone();
+        self.kiro_desktop_auth_url = url.clone();
+        self.kiro_oidc_url = url;
+        self.refresh_token = Some(mock.config().initial_refresh_token.clone());
+        self.kiro_creds_file = None;
+        self.kiro_cli_db_file = None;
+    }
+
     /// Parse a `config.toml` text (unknown keys are errors).
     pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {

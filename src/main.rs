@@ -76,13 +76,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut _mock = None;
     if args.demo {
         let mock = MockKiro::start(MockConfig::default()).await?;
-        let url = mock.url();
-        cfg.kiro_api_url = url.clone();
-        cfg.kiro_desktop_auth_url = url.clone();
-        cfg.kiro_oidc_url = url;
-        cfg.refresh_token = Some(mock.config().initial_refresh_token.clone());
-        cfg.kiro_creds_file = None;
-        cfg.kiro_cli_db_file = None;
+        cfg.use_mock(&mock);
         _mock = Some(mock);
     }
     let valid = cfg.validate()?;

@@ -466,9 +466,11 @@ impl TokenManager {
             .unwrap_or(inner.cfg.default_lifetime);
         let access = Secret::new(answer.access_token);
         let expires_at = SystemTime::now() + lifetime;
-        let (rotation, generation) = {
+        let rotation_and_gen = {
             let mut s = self.lock_state();
+            let mut rotated = false;
             if let Some(r) = answer.refresh_token.filter(|r| !r.is_empty()) {
+                rotated = r != s.refresh.expose();
                 s.refresh = Secret::new(r);
             }
             if inner.kind == AuthKind::Desktop {
@@ -487,20 +489,23 @@ impl TokenManager {
                 profile_arn: s.profile_arn.clone(),
             };
             s.unsaved = Some(rot.clone());
-            (rot, s.generation)
+            (rot, s.generation, rotated)
         };
-        self.write_back(rotation).await;
+        let (rotation, generation, rotated) = rotation_and_gen;
+        self.write_back(rotation, rotated).await;
         Ok(AccessToken {
             token: access,
             generation,
         })
     }
 
-    async fn write_back(&self, rot: Rotation) {
+    async fn write_back(&self, rot: Rotation, rotated: bool) {
         if self.inner.source == CredentialSource::Env {
-            tracing::warn!(
-                "the refresh token from REFRESH_TOKEN may have been rotated; the new one is kept in memory only. Use KIRO_CREDS_FILE or KIRO_CLI_DB_FILE so that it survives a restart"
-            );
+            if rotated {
+                tracing::warn!(
+                    "the auth service rotated the refresh token from REFRESH_TOKEN; the new one is kept in memory only. Use KIRO_CREDS_FILE or KIRO_CLI_DB_FILE so that it survives a restart"
+                );
+            }
             self.lock_state().unsaved = None;
             return;
         }
