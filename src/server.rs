@@ -38,6 +38,8 @@ use crate::models::ModelCatalog;
 pub struct Gateway {
     pub parts: StackParts,
     pub started: SystemTime,
+    /// `CORS_ALLOW_ORIGINS` (empty: CORS off).
+    pub cors_origins: Vec<String>,
 }
 
 impl Gateway {
@@ -100,6 +102,7 @@ impl Gateway {
         Ok(Gateway {
             parts,
             started: SystemTime::now(),
+            cors_origins: raw.cors_allow_origins.clone(),
         })
     }
 
@@ -144,27 +147,50 @@ impl Gateway {
                 post_service(chat).fallback(method_not_allowed),
             )
             .route_layer(self.parts.api_keys.clone());
-        Router::new()
+        let router = Router::new()
             .route("/", get(root))
             .route("/health", get(health))
             .merge(v1)
             .fallback(not_found)
-            .with_state(self.clone())
-            .layer(
-                ServiceBuilder::new()
-                    .layer(SetSensitiveRequestHeadersLayer::new([
-                        http::header::AUTHORIZATION,
-                        http::HeaderName::from_static("x-api-key"),
-                        http::HeaderName::from_static("api-key"),
-                    ]))
-                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                    .layer(PropagateRequestIdLayer::x_request_id())
-                    .layer(TraceLayer::new_for_http())
-                    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-                        panic_response,
-                    )),
-            )
+            .with_state(self.clone());
+        // CORS is off unless origins are configured
+        let router = match cors_layer(&self.cors_origins) {
+            Some(cors) => router.layer(cors),
+            None => router,
+        };
+        router.layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    http::header::AUTHORIZATION,
+                    http::HeaderName::from_static("x-api-key"),
+                    http::HeaderName::from_static("api-key"),
+                ]))
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TraceLayer::new_for_http())
+                .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                    panic_response,
+                )),
+        )
     }
+}
+
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any),
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {

@@ -430,3 +430,54 @@ async fn debug_capture_keeps_a_folder_per_request_without_secrets() {
         );
     }
 }
+
+#[tokio::test]
+async fn output_cut_for_length_finishes_with_length_not_an_error() {
+    let cut = || Fault::ExceptionAt {
+        frame: 3,
+        kind: "ContentLengthExceededException".into(),
+        message: "Output too long".into(),
+    };
+    let r = start().await;
+    r.mock.push_reply(Reply::Stream(
+        Script::text("one two three four", 4).fault(cut()),
+    ));
+    let (status, _, body) = r.chat(hello(false)).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["choices"][0]["message"]["content"], "one two ");
+
+    r.mock.push_reply(Reply::Stream(
+        Script::text("one two three four", 4).fault(cut()),
+    ));
+    let (_, _, body) = r.chat(hello(true)).await;
+    let events = sse_events(&body);
+    assert_eq!(events.last().unwrap(), &json!("[DONE]"));
+    assert!(events
+        .iter()
+        .any(|e| e["choices"][0]["finish_reason"] == "length"));
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_on_for_configured_origins() {
+    let r = start().await;
+    let mut req = r.req("GET", "/health", "");
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let (_, headers, _) = r.send(req).await;
+    assert!(!headers.contains_key("access-control-allow-origin"));
+
+    let r = start_with(MockConfig::default(), |c| {
+        c.cors_allow_origins = vec!["https://app.example".into()]
+    })
+    .await;
+    let mut req = r.req("GET", "/health", "");
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let (_, headers, _) = r.send(req).await;
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+}

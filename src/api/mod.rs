@@ -102,12 +102,29 @@ pub struct ResponseMeta {
     pub usage: usage::UsageTracker,
 }
 
+/// How an answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The model finished (or stopped to call tools).
+    Complete,
+    /// The service cut the output for length: OpenAI `finish_reason: "length"`.
+    Length,
+}
+
+/// Whether an upstream error is the service's "output cut for length", which ends an answer
+/// with a length stop rather than as a failure.
+fn length_cut(e: &crate::kiro::Error) -> bool {
+    e.stream_exception()
+        .is_some_and(crate::kiro::StreamException::is_content_length_exceeded)
+}
+
 /// Maps Kiro events to dialect stream events (already framed as SSE bytes).
 pub trait Encoder: Send + 'static {
     /// One upstream event.
     fn on_event(&mut self, ev: Event, out: &mut Vec<Bytes>);
-    /// The upstream answer ended cleanly: emit the closing events.
-    fn on_end(&mut self, out: &mut Vec<Bytes>);
+    /// The upstream answer ended: emit the closing events. `End::Length` when the service cut
+    /// the output for length (`ContentLengthExceededException`).
+    fn on_end(&mut self, end: End, out: &mut Vec<Bytes>);
     /// The upstream failed mid-stream: emit the dialect's error event (and nothing that
     /// looks like success).
     fn on_error(&mut self, err: GatewayError, out: &mut Vec<Bytes>);
@@ -117,7 +134,7 @@ pub trait Encoder: Send + 'static {
 pub trait Folder: Send + 'static {
     fn on_event(&mut self, ev: Event);
     /// The complete answer (status 200).
-    fn finish(self) -> Response<Body>;
+    fn finish(self, end: End) -> Response<Body>;
 }
 
 /// A response body that pulls upstream events only when the client is ready for more bytes
@@ -174,6 +191,10 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
             }
             match this.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(ev))) => this.encoder.on_event(ev, &mut this.scratch),
+                Poll::Ready(Some(Err(e))) if length_cut(&e) => {
+                    this.done = true;
+                    this.encoder.on_end(End::Length, &mut this.scratch);
+                }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
                     tracing::warn!(error = %e, "upstream stream failed after the response started");
@@ -182,7 +203,7 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                 }
                 Poll::Ready(None) => {
                     this.done = true;
-                    this.encoder.on_end(&mut this.scratch);
+                    this.encoder.on_end(End::Complete, &mut this.scratch);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -202,13 +223,14 @@ pub async fn fold<F: Folder>(
     while let Some(item) = events.next().await {
         match item {
             Ok(ev) => folder.on_event(ev),
+            Err(e) if length_cut(&e) => return folder.finish(End::Length),
             Err(e) => {
                 tracing::warn!(error = %e, "upstream stream failed before the answer was complete");
                 return dialect.error_response(&GatewayError::from(e));
             }
         }
     }
-    folder.finish()
+    folder.finish(End::Complete)
 }
 
 /// `data: {json}\n\n`

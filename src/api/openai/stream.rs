@@ -5,7 +5,8 @@
 //! and its argument fragments follow as `function.arguments` deltas the moment they arrive
 //! (the fragments are raw slices of the argument JSON, and OpenAI clients concatenate them, so
 //! no buffering is needed). The end is a chunk with `finish_reason` (`tool_calls` when the
-//! answer called tools, else `stop`), then, with `stream_options.include_usage`, the usage
+//! answer called tools, `length` when Kiro cut the output with
+//! `ContentLengthExceededException`, else `stop`), then, with `stream_options.include_usage`, the usage
 //! chunk (`choices: []`) — without it the usage rides on the finish chunk — then `[DONE]`.
 //! A failure sends one `data: {"error":…}` and ends: no finish reason, no `[DONE]`.
 
@@ -14,7 +15,7 @@ use http::{HeaderValue, Response};
 use serde_json::{json, Value};
 
 use crate::api::usage::Usage;
-use crate::api::{sse_data, Body, Encoder, Folder, ResponseMeta};
+use crate::api::{sse_data, Body, Encoder, End, Folder, ResponseMeta};
 use crate::error::GatewayError;
 use crate::kiro::{Event, ToolCallAssembler, ToolInput};
 
@@ -28,6 +29,16 @@ pub fn usage_json(u: &Usage) -> Value {
         v["credits_used"] = json!(c);
     }
     v
+}
+
+/// `length` when the service cut the output, else `tool_calls` when tools were called, else
+/// `stop`.
+fn finish_reason(end: End, called_tools: bool) -> &'static str {
+    match (end, called_tools) {
+        (End::Length, _) => "length",
+        (End::Complete, true) => "tool_calls",
+        (End::Complete, false) => "stop",
+    }
 }
 
 /// Streams chunks (see the module docs).
@@ -108,15 +119,11 @@ impl Encoder for ChatEncoder {
         }
     }
 
-    fn on_end(&mut self, out: &mut Vec<Bytes>) {
+    fn on_end(&mut self, end: End, out: &mut Vec<Bytes>) {
         if !self.role_sent {
             self.delta(json!({"content": ""}), out);
         }
-        let finish = if self.tool_ids.is_empty() {
-            "stop"
-        } else {
-            "tool_calls"
-        };
+        let finish = finish_reason(end, !self.tool_ids.is_empty());
         let usage = usage_json(&self.meta.usage.usage());
         let mut last = self.chunk(json!({}), Some(finish));
         if self.include_usage {
@@ -173,7 +180,7 @@ impl Folder for ChatFolder {
         }
     }
 
-    fn finish(self) -> Response<Body> {
+    fn finish(self, end: End) -> Response<Body> {
         let calls = self.tools.into_calls();
         let mut message = json!({"role": "assistant", "content": self.text});
         if !calls.is_empty() {
@@ -187,11 +194,7 @@ impl Folder for ChatFolder {
                     .collect(),
             );
         }
-        let finish = if calls.is_empty() {
-            "stop"
-        } else {
-            "tool_calls"
-        };
+        let finish = finish_reason(end, !calls.is_empty());
         let usage = self.meta.usage.usage();
         let body = json!({
             "id": self.meta.id,
@@ -281,7 +284,7 @@ mod tests {
             }),
             &mut out,
         );
-        e.on_end(&mut out);
+        e.on_end(End::Complete, &mut out);
         let v = parse(&out);
         assert_eq!(
             v[0]["choices"][0]["delta"],
