@@ -22,6 +22,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::api::anthropic::AnthropicMessages;
 use crate::api::openai::OpenAiChat;
 use crate::api::{Body, Dialect};
 use crate::auth::{TokenConfig, TokenManager};
@@ -139,12 +140,21 @@ impl Gateway {
     /// The router with every route and the generic tower-http layers.
     pub fn router(&self) -> Router {
         let chat = crate::layers::gateway_stack::<OpenAiChat>(&self.parts);
+        let messages = crate::layers::gateway_stack::<AnthropicMessages>(&self.parts);
         let v1 = Router::new()
             .route("/v1/models", get(list_models))
             .route("/v1/models/{*id}", get(get_model))
             .route(
                 "/v1/chat/completions",
                 post_service(chat).fallback(method_not_allowed),
+            )
+            .route(
+                "/v1/messages",
+                post_service(messages).fallback(method_not_allowed),
+            )
+            .route(
+                "/v1/messages/count_tokens",
+                axum::routing::post(count_tokens).fallback(method_not_allowed),
             )
             .route_layer(self.parts.api_keys.clone());
         let router = Router::new()
@@ -160,6 +170,7 @@ impl Gateway {
         };
         router.layer(
             ServiceBuilder::new()
+                .layer(tower::util::MapResponseLayer::new(copy_request_id))
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     http::header::AUTHORIZATION,
                     http::HeaderName::from_static("x-api-key"),
@@ -191,6 +202,14 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .allow_methods(Any)
             .allow_headers(Any),
     )
+}
+
+/// Anthropic clients read `request-id`; OpenAI ones `x-request-id`: send both.
+fn copy_request_id<B>(mut r: Response<B>) -> Response<B> {
+    if let Some(id) = r.headers().get("x-request-id").cloned() {
+        r.headers_mut().insert("request-id", id);
+    }
+    r
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
@@ -268,15 +287,60 @@ fn model_object(id: &str) -> serde_json::Value {
            "description": "Claude model via Kiro API"})
 }
 
-async fn list_models(State(gw): State<Gateway>) -> impl IntoResponse {
-    let data: Vec<_> = gw
-        .parts
-        .catalog
-        .listed_ids()
-        .iter()
-        .map(|id| model_object(id))
-        .collect();
+/// Anthropic clients (they send `anthropic-version`) get Anthropic's list shape, with the
+/// paging fields the SDK needs; everyone else OpenAI's.
+async fn list_models(State(gw): State<Gateway>, headers: http::HeaderMap) -> impl IntoResponse {
+    let ids = gw.parts.catalog.listed_ids();
+    if headers.contains_key("anthropic-version") {
+        let created = crate::auth::source::format_expiry(gw.started);
+        let data: Vec<_> = ids
+            .iter()
+            .map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": created}))
+            .collect();
+        return axum::Json(json!({"data": data, "has_more": false,
+            "first_id": ids.first(), "last_id": ids.last()}));
+    }
+    let data: Vec<_> = ids.iter().map(|id| model_object(id)).collect();
     axum::Json(json!({"object": "list", "data": data}))
+}
+
+/// `POST /v1/messages/count_tokens`: the same estimate as the usage figures, over the request
+/// as it would go to Kiro (system, messages, tools).
+async fn count_tokens(State(gw): State<Gateway>, req: Request<Body>) -> Response<Body> {
+    let dialect = Dialect::Anthropic;
+    let limit = gw.parts.body_limit;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let result = async {
+        let (body, _) = crate::layers::decode::read_json::<crate::api::anthropic::MessagesRequest>(
+            body, limit, declared,
+        )
+        .await?;
+        let resolved = gw.parts.catalog.resolve(&body.model).unwrap_or_else(|_| {
+            crate::models::ResolvedModel {
+                requested: body.model.clone(),
+                kiro_id: body.model.clone(),
+                max_input_tokens: crate::models::DEFAULT_MAX_INPUT_TOKENS,
+            }
+        });
+        let conv = crate::api::anthropic::to_conversation(&body, false)?;
+        let opts = crate::api::conversation::BuildOptions {
+            model_id: resolved.kiro_id,
+            profile_arn: None,
+            conversation_id: String::new(),
+            tool_description_max: gw.parts.translate.tool_description_max,
+        };
+        let kiro = crate::api::conversation::to_kiro(conv, &opts)?;
+        Ok::<_, GatewayError>(crate::api::usage::estimate_request(&kiro))
+    };
+    match result.await {
+        Ok(n) => axum::Json(json!({"input_tokens": n})).into_response(),
+        Err(e) => dialect.error_response(&e),
+    }
 }
 
 async fn get_model(State(gw): State<Gateway>, Path(id): Path<String>) -> Response<Body> {

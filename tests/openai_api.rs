@@ -3,91 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::net::SocketAddr;
+mod common;
+
+use common::{start, start_with};
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use kiro_gateway::config::Config;
-use kiro_gateway::mock::{Fault, MockConfig, MockKiro, Reply, Script};
-use kiro_gateway::server::{serve, Gateway};
+use http_body_util::BodyExt;
+use kiro_gateway::mock::{Fault, MockConfig, Reply, Script};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-
-struct Running {
-    addr: SocketAddr,
-    mock: MockKiro,
-    shutdown: CancellationToken,
-    http: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start_with(mock_cfg: MockConfig, tweak: impl FnOnce(&mut Config)) -> Running {
-    let mock = MockKiro::start(mock_cfg).await.unwrap();
-    let mut cfg = Config {
-        proxy_api_key: "test-key".into(),
-        retry_base_delay_ms: 10,
-        retry_max_delay_ms: 50,
-        ..Default::default()
-    };
-    cfg.use_mock(&mock);
-    tweak(&mut cfg);
-    let gw = Gateway::from_config(&cfg.validate().unwrap()).unwrap();
-    // tolerated: some tests point the API at nothing
-    let _ = gw.refresh_models().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, gw.router(), shutdown.clone()));
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    Running {
-        addr,
-        mock,
-        shutdown,
-        http,
-    }
-}
-
-async fn start() -> Running {
-    start_with(MockConfig::default(), |_| {}).await
-}
-
-impl Running {
-    fn req(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
-        Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("authorization", "Bearer test-key")
-            .header("content-type", "application/json")
-            .body(Full::new(body.into()))
-            .unwrap()
-    }
-
-    async fn send(&self, req: Request<Full<Bytes>>) -> (StatusCode, http::HeaderMap, Bytes) {
-        let resp = self.http.request(req).await.unwrap();
-        let (parts, body) = resp.into_parts();
-        let bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(_) => Bytes::new(),
-        };
-        (parts.status, parts.headers, bytes)
-    }
-
-    async fn chat(&self, body: Value) -> (StatusCode, http::HeaderMap, Bytes) {
-        self.send(self.req("POST", "/v1/chat/completions", body.to_string()))
-            .await
-    }
-}
 
 fn hello(stream: bool) -> Value {
     json!({"model": "claude-sonnet-4-5", "stream": stream,

@@ -2,12 +2,15 @@
 //! renders Kiro events back, as a stream (an [`Encoder`]) or folded into one answer (a
 //! [`Folder`]). What the dialects share lives here once.
 
+pub mod anthropic;
 pub mod conversation;
+pub mod jsonsplit;
 pub mod openai;
 pub mod usage;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -128,7 +131,15 @@ pub trait Encoder: Send + 'static {
     /// The upstream failed mid-stream: emit the dialect's error event (and nothing that
     /// looks like success).
     fn on_error(&mut self, err: GatewayError, out: &mut Vec<Bytes>);
+    /// Bytes that keep an idle connection open (an SSE comment by default).
+    fn keepalive(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(b": keep-alive\n\n"))
+    }
 }
+
+/// Silence on the wire after which [`SseBody`] sends the encoder's keep-alive (Claude Code gives
+/// up after five minutes without bytes; proxies often sooner).
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Folds Kiro events into one non-streamed answer.
 pub trait Folder: Send + 'static {
@@ -146,6 +157,8 @@ pub struct SseBody<E> {
     pending: VecDeque<Bytes>,
     scratch: Vec<Bytes>,
     done: bool,
+    /// fires after [`KEEPALIVE_INTERVAL`] without output
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<E: Encoder + Unpin> SseBody<E> {
@@ -156,6 +169,7 @@ impl<E: Encoder + Unpin> SseBody<E> {
             pending: VecDeque::new(),
             scratch: Vec::new(),
             done: false,
+            idle: Box::pin(tokio::time::sleep(KEEPALIVE_INTERVAL)),
         }
     }
 
@@ -184,6 +198,8 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
         let this = &mut *self;
         loop {
             if let Some(b) = this.pending.pop_front() {
+                let next = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                this.idle.as_mut().reset(next);
                 return Poll::Ready(Some(Ok(b)));
             }
             if this.done {
@@ -205,7 +221,19 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                     this.done = true;
                     this.encoder.on_end(End::Complete, &mut this.scratch);
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match this.encoder.keepalive() {
+                        Some(b) => this.scratch.push(b),
+                        None => {
+                            let next = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                            this.idle.as_mut().reset(next);
+                            return Poll::Pending;
+                        }
+                    }
+                }
             }
             this.pending.extend(this.scratch.drain(..));
         }
@@ -258,4 +286,54 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    struct Echo;
+    impl Encoder for Echo {
+        fn on_event(&mut self, _ev: Event, out: &mut Vec<Bytes>) {
+            out.push(Bytes::from_static(b"event\n\n"));
+        }
+        fn on_end(&mut self, _end: End, out: &mut Vec<Bytes>) {
+            out.push(Bytes::from_static(b"end\n\n"));
+        }
+        fn on_error(&mut self, _err: GatewayError, out: &mut Vec<Bytes>) {
+            out.push(Bytes::from_static(b"error\n\n"));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_upstream_gets_keepalives_and_data_resets_the_timer() {
+        let events: KiroEvents = Box::pin(
+            futures_util::stream::once(async {
+                Ok(Event::Text {
+                    content: "a".into(),
+                })
+            })
+            .chain(futures_util::stream::pending()),
+        );
+        let mut body = SseBody::new(events, Echo);
+        assert_eq!(body.next().await.unwrap().unwrap(), "event\n\n");
+        let before = tokio::time::Instant::now();
+        assert_eq!(body.next().await.unwrap().unwrap(), ": keep-alive\n\n");
+        assert!(before.elapsed() >= KEEPALIVE_INTERVAL);
+        assert_eq!(body.next().await.unwrap().unwrap(), ": keep-alive\n\n");
+        assert!(before.elapsed() >= KEEPALIVE_INTERVAL * 2);
+    }
+
+    #[tokio::test]
+    async fn anthropic_keepalive_is_a_ping_event() {
+        let meta = ResponseMeta {
+            id: "msg_1".into(),
+            created: 0,
+            model: "m".into(),
+            usage: usage::UsageTracker::new(1, 1),
+        };
+        let ping = anthropic::MessagesEncoder::new(meta).keepalive().unwrap();
+        assert_eq!(ping, "event: ping\ndata: {\"type\":\"ping\"}\n\n");
+    }
 }

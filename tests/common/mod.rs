@@ -1,16 +1,25 @@
 //! Helpers shared by the integration tests: everything talks to a MockKiro on 127.0.0.1:0.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 use kiro_gateway::auth::{CredentialSettings, TokenConfig, TokenManager};
+use kiro_gateway::config::Config;
 use kiro_gateway::kiro::types::{
     ConversationState, CurrentMessage, GenerateAssistantRequest, UserInputMessage,
 };
 use kiro_gateway::kiro::{
     EndpointTemplates, HttpConfig, KiroClient, KiroClientConfig, KiroHeaders, UpstreamHttp,
 };
+use kiro_gateway::mock::MockConfig;
 use kiro_gateway::mock::MockKiro;
+use kiro_gateway::server::{serve, Gateway};
 use kiro_gateway::Secret;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 pub fn http() -> UpstreamHttp {
     UpstreamHttp::new(&HttpConfig::default()).expect("http client")
@@ -67,4 +76,81 @@ pub fn simple_body(content: &str, profile_arn: Option<String>) -> Bytes {
         profile_arn,
     };
     Bytes::from(serde_json::to_vec(&req).unwrap())
+}
+
+// ---------------------------------------------------------------------------------------------
+// the bundled server on 127.0.0.1:0 in front of a mock
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub mock: MockKiro,
+    pub shutdown: CancellationToken,
+    pub http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn start_with(mock_cfg: MockConfig, tweak: impl FnOnce(&mut Config)) -> Running {
+    let mock = MockKiro::start(mock_cfg).await.unwrap();
+    let mut cfg = Config {
+        proxy_api_key: "test-key".into(),
+        retry_base_delay_ms: 10,
+        retry_max_delay_ms: 50,
+        ..Default::default()
+    };
+    cfg.use_mock(&mock);
+    tweak(&mut cfg);
+    let gw = Gateway::from_config(&cfg.validate().unwrap()).unwrap();
+    // tolerated: some tests point the API at nothing
+    let _ = gw.refresh_models().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, gw.router(), shutdown.clone()));
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    Running {
+        addr,
+        mock,
+        shutdown,
+        http,
+    }
+}
+
+pub async fn start() -> Running {
+    start_with(MockConfig::default(), |_| {}).await
+}
+
+impl Running {
+    pub fn req(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("authorization", "Bearer test-key")
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .unwrap()
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> (StatusCode, http::HeaderMap, Bytes) {
+        let resp = self.http.request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        (parts.status, parts.headers, bytes)
+    }
+
+    pub async fn chat(&self, body: Value) -> (StatusCode, http::HeaderMap, Bytes) {
+        self.send(self.req("POST", "/v1/chat/completions", body.to_string()))
+            .await
+    }
 }

@@ -1,0 +1,271 @@
+//! Kiro events → Anthropic Messages SSE, and → one `message`.
+//!
+//! Stream order: `message_start` (usage with the prompt estimate), then per block
+//! `content_block_start` / `content_block_delta` / `content_block_stop` with indexes contiguous
+//! from 0 in emission order, then `message_delta` (`stop_reason`, `usage`), then
+//! `message_stop`. Text deltas go out as they arrive; a tool call opens its `tool_use` block on
+//! its start event and forwards each argument fragment as an `input_json_delta` at once, held
+//! back only by the few bytes of an unfinished escape ([`SafeJsonSplitter`]). `ping` keeps the
+//! connection alive while the upstream is silent. A failure sends `event: error` and ends: no
+//! `message_delta` stop and no `message_stop` after it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use serde_json::{json, Value};
+
+use crate::api::jsonsplit::SafeJsonSplitter;
+use crate::api::{sse_event, Body, Encoder, End, Folder, ResponseMeta};
+use crate::error::GatewayError;
+use crate::kiro::{Event, ToolCallAssembler, ToolInput};
+
+fn stop_reason(end: End, called_tools: bool) -> &'static str {
+    match (end, called_tools) {
+        (End::Length, _) => "max_tokens",
+        (End::Complete, true) => "tool_use",
+        (End::Complete, false) => "end_turn",
+    }
+}
+
+enum Open {
+    Text,
+    Tool { id: String, split: SafeJsonSplitter },
+}
+
+/// Streams events (see the module docs).
+pub struct MessagesEncoder {
+    meta: ResponseMeta,
+    started: bool,
+    open: Option<Open>,
+    /// index of the open block, or of the next block when none is open
+    index: usize,
+    called_tools: bool,
+}
+
+impl MessagesEncoder {
+    pub fn new(meta: ResponseMeta) -> Self {
+        MessagesEncoder {
+            meta,
+            started: false,
+            open: None,
+            index: 0,
+            called_tools: false,
+        }
+    }
+
+    fn start(&mut self, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let u = self.meta.usage.usage();
+        out.push(sse_event(
+            "message_start",
+            &json!({"type": "message_start", "message": {
+                "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": u.prompt_tokens, "output_tokens": 0}}}),
+        ));
+    }
+
+    fn close(&mut self, out: &mut Vec<Bytes>) {
+        let Some(open) = self.open.take() else { return };
+        if let Open::Tool { mut split, .. } = open {
+            let rest = split.finish();
+            if !rest.is_empty() {
+                self.delta(
+                    json!({"type": "input_json_delta", "partial_json": rest}),
+                    out,
+                );
+            }
+        }
+        out.push(sse_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": self.index}),
+        ));
+        self.index += 1;
+    }
+
+    fn open(&mut self, block: Value, open: Open, out: &mut Vec<Bytes>) {
+        self.close(out);
+        out.push(sse_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.index, "content_block": block}),
+        ));
+        self.open = Some(open);
+    }
+
+    fn delta(&self, delta: Value, out: &mut Vec<Bytes>) {
+        out.push(sse_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
+        ));
+    }
+}
+
+impl Encoder for MessagesEncoder {
+    fn on_event(&mut self, ev: Event, out: &mut Vec<Bytes>) {
+        self.start(out);
+        match ev {
+            Event::Text { content } => {
+                if content.is_empty() {
+                    return;
+                }
+                if !matches!(self.open, Some(Open::Text)) {
+                    self.open(json!({"type": "text", "text": ""}), Open::Text, out);
+                }
+                self.meta.usage.add_output(&content);
+                self.delta(json!({"type": "text_delta", "text": content}), out);
+            }
+            Event::ToolUse(t) => {
+                let same =
+                    matches!(&self.open, Some(Open::Tool { id, .. }) if *id == t.tool_use_id);
+                if !same {
+                    self.called_tools = true;
+                    self.meta.usage.add_output(&t.name);
+                    self.open(
+                        json!({"type": "tool_use", "id": t.tool_use_id, "name": t.name, "input": {}}),
+                        Open::Tool {
+                            id: t.tool_use_id.clone(),
+                            split: SafeJsonSplitter::new(),
+                        },
+                        out,
+                    );
+                }
+                let piece = match (&mut self.open, t.input) {
+                    (Some(Open::Tool { split, .. }), ToolInput::Fragment(s)) => {
+                        self.meta.usage.add_output(&s);
+                        split.push(&s)
+                    }
+                    (Some(Open::Tool { split, .. }), ToolInput::Whole(v)) => {
+                        let s = v.to_string();
+                        self.meta.usage.add_output(&s);
+                        split.push(&s)
+                    }
+                    _ => String::new(),
+                };
+                if !piece.is_empty() {
+                    self.delta(
+                        json!({"type": "input_json_delta", "partial_json": piece}),
+                        out,
+                    );
+                }
+                if t.stop {
+                    self.close(out);
+                }
+            }
+            other => self.meta.usage.on_event(&other),
+        }
+    }
+
+    fn on_end(&mut self, end: End, out: &mut Vec<Bytes>) {
+        self.start(out);
+        self.close(out);
+        let u = self.meta.usage.usage();
+        out.push(sse_event(
+            "message_delta",
+            &json!({"type": "message_delta",
+                    "delta": {"stop_reason": stop_reason(end, self.called_tools), "stop_sequence": null},
+                    "usage": {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens}}),
+        ));
+        out.push(sse_event("message_stop", &json!({"type": "message_stop"})));
+    }
+
+    fn on_error(&mut self, err: GatewayError, out: &mut Vec<Bytes>) {
+        self.start(out);
+        out.push(sse_event(
+            "error",
+            &crate::api::Dialect::Anthropic.error_json(&err),
+        ));
+    }
+
+    fn keepalive(&self) -> Option<Bytes> {
+        Some(sse_event("ping", &json!({"type": "ping"})))
+    }
+}
+
+/// Folds the stream into one `message`.
+pub struct MessagesFolder {
+    meta: ResponseMeta,
+    /// text and tool calls in the order they came: `Ok(text)` / `Err(call index)`
+    order: Vec<Result<String, usize>>,
+    tools: ToolCallAssembler,
+}
+
+impl MessagesFolder {
+    pub fn new(meta: ResponseMeta) -> Self {
+        MessagesFolder {
+            meta,
+            order: Vec::new(),
+            tools: ToolCallAssembler::new(),
+        }
+    }
+}
+
+impl Folder for MessagesFolder {
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Text { content } => {
+                self.meta.usage.add_output(&content);
+                match self.order.last_mut() {
+                    Some(Ok(t)) => t.push_str(&content),
+                    _ => self.order.push(Ok(content)),
+                }
+            }
+            Event::ToolUse(t) => {
+                match &t.input {
+                    ToolInput::Fragment(s) => self.meta.usage.add_output(s),
+                    ToolInput::Whole(v) => self.meta.usage.add_output(&v.to_string()),
+                    ToolInput::None => {}
+                }
+                let before = self.tools.calls().len();
+                let idx = self.tools.push(&t);
+                if self.tools.calls().len() > before {
+                    self.order.push(Err(idx));
+                }
+            }
+            other => self.meta.usage.on_event(&other),
+        }
+    }
+
+    fn finish(self, end: End) -> Response<Body> {
+        let calls = self.tools.into_calls();
+        let mut content = Vec::with_capacity(self.order.len());
+        for item in &self.order {
+            match item {
+                Ok(text) if !text.is_empty() => content.push(json!({"type": "text", "text": text})),
+                Ok(_) => {}
+                Err(i) => {
+                    let Some(c) = calls.get(*i) else { continue };
+                    let input = match c.parsed_arguments() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let err = GatewayError::from(crate::kiro::Error::Body(format!(
+                                "Kiro sent arguments for tool {:?} that are not valid JSON (the call was cut short?): {e}",
+                                c.name
+                            )));
+                            return crate::api::Dialect::Anthropic.error_response(&err);
+                        }
+                    };
+                    content.push(json!({"type": "tool_use", "id": c.tool_use_id, "name": c.name, "input": input}));
+                }
+            }
+        }
+        let u = self.meta.usage.usage();
+        let body = json!({
+            "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
+            "content": content, "stop_reason": stop_reason(end, !calls.is_empty()), "stop_sequence": null,
+            "usage": {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens},
+        });
+        let mut r = Response::new(Body::from(body.to_string()));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(c) = u.credits {
+            if let Ok(v) = HeaderValue::from_str(&format!("{c}")) {
+                r.headers_mut().insert("x-kiro-credits", v);
+            }
+        }
+        r
+    }
+}
