@@ -146,11 +146,22 @@ impl From<kiro::Error> for GatewayError {
         use kiro::Error as E;
         match e {
             E::Status(s) => {
+                let too_long = s.reason.as_deref() == Some("CONTENT_LENGTH_EXCEEDS_THRESHOLD")
+                    || s.message.contains("Input is too long");
+                if too_long {
+                    // worded so clients recognise it and compact (Claude Code matches "Prompt is
+                    // too long"), with Kiro's own words kept
+                    return Self::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "Prompt is too long: the conversation is larger than the model accepts (Kiro: {})",
+                            s.message
+                        ),
+                    )
+                    .with_code("prompt_too_long");
+                }
                 let message = match s.reason.as_deref() {
-                    Some("CONTENT_LENGTH_EXCEEDS_THRESHOLD") => format!(
-                        "Model context limit reached: the conversation is larger than the model accepts ({})",
-                        s.message
-                    ),
                     Some("MONTHLY_REQUEST_COUNT") => format!(
                         "Monthly request limit exceeded: the Kiro account has used its monthly quota ({})",
                         s.message
@@ -205,5 +216,44 @@ impl From<kiro::Error> for GatewayError {
                     .with_code(code)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn from_status(code: u16, body: &'static str) -> GatewayError {
+        kiro::Error::Status(Box::new(kiro::UpstreamStatus::from_parts(
+            StatusCode::from_u16(code).unwrap(),
+            &http::HeaderMap::new(),
+            Bytes::from_static(body.as_bytes()),
+        )))
+        .into()
+    }
+
+    #[test]
+    fn too_long_input_is_a_400_clients_recognise() {
+        let g = from_status(
+            400,
+            r#"{"message":"Input is too long.","reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}"#,
+        );
+        assert_eq!(g.status, 400);
+        assert!(g.message.starts_with("Prompt is too long"));
+        assert_eq!(g.kind, ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn upstream_statuses_keep_their_status_and_message() {
+        let g = from_status(429, r#"{"message":"Rate exceeded","reason":null}"#);
+        assert_eq!((g.status.as_u16(), g.kind), (429, ErrorKind::RateLimit));
+        assert!(g.message.contains("Rate exceeded"));
+        let g = from_status(
+            403,
+            r#"{"message":"Account suspended","reason":"TEMPORARILY_SUSPENDED"}"#,
+        );
+        assert_eq!(g.status, 403);
+        assert!(g.message.contains("TEMPORARILY_SUSPENDED"));
     }
 }
