@@ -84,6 +84,13 @@ pub struct Config {
     pub unknown_model_policy: String,
     /// `TOOL_DESCRIPTION_MAX_LENGTH` (0: never move descriptions)
     pub tool_description_max_length: usize,
+    /// `FAKE_REASONING`: ask the model to reason when the client does not say (off only with
+    /// false, 0, no, disabled, off)
+    pub fake_reasoning: bool,
+    /// `FAKE_REASONING_MAX_TOKENS`: the default reasoning budget
+    pub fake_reasoning_max_tokens: u32,
+    /// `FAKE_REASONING_HANDLING`: as_reasoning_content, remove, pass, strip_tags
+    pub fake_reasoning_handling: String,
     /// `MAX_BODY_BYTES`
     pub max_body_bytes: usize,
     /// `CORS_ALLOW_ORIGINS`: comma-separated origins; empty: CORS off
@@ -129,6 +136,9 @@ impl Default for Config {
             model_cache_ttl: 3600,
             unknown_model_policy: "reject".into(),
             tool_description_max_length: 10_000,
+            fake_reasoning: true,
+            fake_reasoning_max_tokens: 4000,
+            fake_reasoning_handling: "as_reasoning_content".into(),
             max_body_bytes: 32 * 1024 * 1024,
             cors_allow_origins: Vec::new(),
             log_level: "info".into(),
@@ -167,6 +177,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MODEL_CACHE_TTL", "model_cache_ttl"),
     ("UNKNOWN_MODEL_POLICY", "unknown_model_policy"),
     ("TOOL_DESCRIPTION_MAX_LENGTH", "tool_description_max_length"),
+    ("FAKE_REASONING", "fake_reasoning"),
+    ("FAKE_REASONING_MAX_TOKENS", "fake_reasoning_max_tokens"),
+    ("FAKE_REASONING_HANDLING", "fake_reasoning_handling"),
     ("MAX_BODY_BYTES", "max_body_bytes"),
     ("CORS_ALLOW_ORIGINS", "cors_allow_origins"),
     ("LOG_LEVEL", "log_level"),
@@ -264,6 +277,14 @@ impl Config {
             "UNKNOWN_MODEL_POLICY" => self.unknown_model_policy = v.to_owned(),
             "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
             "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(name, v)?,
+            "FAKE_REASONING" => {
+                self.fake_reasoning = !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "false" | "0" | "no" | "disabled" | "off"
+                )
+            }
+            "FAKE_REASONING_MAX_TOKENS" => self.fake_reasoning_max_tokens = parse_num(name, v)?,
+            "FAKE_REASONING_HANDLING" => self.fake_reasoning_handling = v.to_owned(),
             "CORS_ALLOW_ORIGINS" => {
                 self.cors_allow_origins = v
                     .split(',')
@@ -351,6 +372,10 @@ impl Config {
                 ))
             }
         };
+        let thinking_mode: crate::api::thinking::ThinkingMode = self
+            .fake_reasoning_handling
+            .parse()
+            .map_err(|e: String| invalid("FAKE_REASONING_HANDLING", e))?;
         let debug_mode: DebugMode = self
             .debug_mode
             .parse()
@@ -396,6 +421,7 @@ impl Config {
             debug_mode,
             log_filter,
             json_logs,
+            thinking_mode,
         })
     }
 }
@@ -411,6 +437,7 @@ pub struct ValidConfig {
     /// `tracing` filter directive for the level.
     pub log_filter: &'static str,
     pub json_logs: bool,
+    pub thinking_mode: crate::api::thinking::ThinkingMode,
 }
 
 impl ValidConfig {

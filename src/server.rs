@@ -88,6 +88,11 @@ impl Gateway {
             translate: TranslateConfig {
                 tokens: Some(tokens.clone()),
                 tool_description_max: raw.tool_description_max_length,
+                thinking: crate::api::thinking::ThinkingDefaults {
+                    enabled: raw.fake_reasoning,
+                    budget: raw.fake_reasoning_max_tokens,
+                },
+                thinking_mode: cfg.thinking_mode,
             },
             retry: RetryConfig {
                 max_attempts: raw.retry_max_attempts.max(1),

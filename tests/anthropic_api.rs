@@ -235,9 +235,10 @@ async fn a_claude_code_shaped_request_reaches_kiro_well_formed() {
     let first = cs["history"][0]["userInputMessage"]["content"]
         .as_str()
         .unwrap();
+    // the thinking request (budget 4000) is the only text ahead of the system prompt
     assert!(
-        first.starts_with("You are Claude Code"),
-        "system prompt leads the first turn"
+        first.starts_with("<thinking_mode>enabled</thinking_mode>\n<max_thinking_length>4000</max_thinking_length>\n\nYou are Claude Code"),
+        "{first:.200}"
     );
     assert!(
         !first.contains("x-anthropic-billing-header"),

@@ -18,6 +18,10 @@ fn scripts() -> Vec<(&'static str, Script)> {
     vec![
         ("text", Script::text("Hello, wörld! 日本語 😀", 5)),
         (
+            "thinking",
+            Script::text("<thinking>Is 2 < 3? Yes, é.</thinking>\n\nIt is: 2 < 3.", 4),
+        ),
+        (
             "tool_use",
             Script::new()
                 .metadata()

@@ -41,7 +41,10 @@ impl CharCount {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Usage {
     pub prompt_tokens: u64,
+    /// Answer, tool arguments and reasoning.
     pub completion_tokens: u64,
+    /// The reasoning part of `completion_tokens`.
+    pub reasoning_tokens: u64,
     /// Kiro credits charged (`meteringEvent`), when reported.
     pub credits: Option<f64>,
     /// Whether the prompt figure came from the service's context-usage report.
@@ -62,6 +65,7 @@ pub struct UsageTracker {
     /// Input window of the model, for the context-usage figure.
     pub max_input_tokens: u64,
     completion: CharCount,
+    reasoning: CharCount,
     context_percent: Option<f64>,
     credits: Option<f64>,
 }
@@ -75,7 +79,12 @@ impl UsageTracker {
         }
     }
 
-    /// Count output text (answer, reasoning or tool arguments).
+    /// Count reasoning text (part of the completion, also reported on its own).
+    pub fn add_reasoning(&mut self, text: &str) {
+        self.reasoning.add(text);
+    }
+
+    /// Count output text (answer or tool arguments).
     pub fn add_output(&mut self, text: &str) {
         self.completion.add(text);
     }
@@ -99,7 +108,8 @@ impl UsageTracker {
             .map(|p| (p / 100.0 * self.max_input_tokens as f64).round() as u64);
         Usage {
             prompt_tokens: from_service.unwrap_or(self.prompt_estimate),
-            completion_tokens: self.completion.tokens(),
+            completion_tokens: self.completion.tokens() + self.reasoning.tokens(),
+            reasoning_tokens: self.reasoning.tokens(),
             credits: self.credits,
             prompt_from_service: from_service.is_some(),
         }

@@ -431,7 +431,7 @@ pub fn installation_fingerprint() -> String {
     hex(&Sha256::digest(seed.as_bytes()))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

@@ -29,6 +29,12 @@ pub enum Event {
     Text { content: String },
     /// `toolUseEvent`: a start, an argument fragment or the stop of one tool call.
     ToolUse(ToolUseEvent),
+    /// Reasoning text: split out of the answer by the gateway (fake reasoning) or sent by the
+    /// service natively; `signature` when the service signed it.
+    Reasoning {
+        text: String,
+        signature: Option<String>,
+    },
     /// `meteringEvent`: credits charged for this turn.
     Metering(Metering),
     /// `contextUsageEvent`: percent of the model's input window in use.

@@ -21,6 +21,7 @@ use tower_service::Service;
 
 use super::capture::CaptureHandle;
 use crate::api::conversation::{self, BuildOptions, Conversation};
+use crate::api::thinking::{self, ThinkingDefaults, ThinkingMode};
 use crate::api::usage::{estimate_request, UsageTracker};
 use crate::api::{fold, new_id, unix_now, Body, Dialect, Encoder, Folder, ResponseMeta, SseBody};
 use crate::auth::TokenManager;
@@ -41,6 +42,9 @@ pub trait DialectApi: Send + Sync + 'static {
     fn model(req: &Self::Request) -> &str;
     fn is_stream(req: &Self::Request) -> bool;
     fn conversation(req: &Self::Request) -> Result<Conversation, GatewayError>;
+    /// The reasoning budget this request asks for: `Some` to ask the model to reason, `None`
+    /// for no reasoning; a request that does not say gets the configured default.
+    fn thinking_budget(req: &Self::Request, defaults: ThinkingDefaults) -> Option<u32>;
     fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder;
     fn folder(req: &Self::Request, meta: ResponseMeta) -> Self::Folder;
 }
@@ -52,6 +56,10 @@ pub struct TranslateConfig {
     pub tokens: Option<TokenManager>,
     /// `TOOL_DESCRIPTION_MAX_LENGTH` (0: never move descriptions).
     pub tool_description_max: usize,
+    /// `FAKE_REASONING` / `FAKE_REASONING_MAX_TOKENS`.
+    pub thinking: ThinkingDefaults,
+    /// `FAKE_REASONING_HANDLING`.
+    pub thinking_mode: ThinkingMode,
 }
 
 /// See the module docs.
@@ -105,13 +113,30 @@ impl<S: Clone, D> Clone for TranslateService<S, D> {
     }
 }
 
+/// The upstream request for a dialect request: its bytes, the prompt estimate, and whether
+/// reasoning was asked for (so the answer must be split).
+pub struct Prepared {
+    pub body: Bytes,
+    pub prompt_estimate: u64,
+    pub thinking: bool,
+}
+
 /// Build the upstream request for a dialect request.
 pub fn prepare<D: DialectApi>(
     body: &D::Request,
     resolved: &ResolvedModel,
     cfg: &TranslateConfig,
-) -> Result<(Bytes, u64), GatewayError> {
-    let conv = D::conversation(body)?;
+) -> Result<Prepared, GatewayError> {
+    let mut conv = D::conversation(body)?;
+    let budget = D::thinking_budget(body, cfg.thinking);
+    if let Some(b) = budget {
+        let inj = thinking::injection(b);
+        conv.system = if conv.system.is_empty() {
+            inj
+        } else {
+            format!("{inj}\n\n{}", conv.system)
+        };
+    }
     let opts = BuildOptions {
         model_id: resolved.kiro_id.clone(),
         profile_arn: cfg
@@ -126,7 +151,11 @@ pub fn prepare<D: DialectApi>(
     let bytes = serde_json::to_vec(&kiro_req).map_err(|e| {
         GatewayError::internal(format!("could not serialise the Kiro request: {e}"))
     })?;
-    Ok((Bytes::from(bytes), estimate))
+    Ok(Prepared {
+        body: Bytes::from(bytes),
+        prompt_estimate: estimate,
+        thinking: budget.is_some(),
+    })
 }
 
 /// Record every event (and the failure, if any) into the capture as JSON lines.
@@ -147,6 +176,9 @@ fn event_line(ev: &Event) -> String {
     use serde_json::json;
     let v = match ev {
         Event::Text { content } => json!({"assistantResponseEvent": {"content": content}}),
+        Event::Reasoning { text, signature } => {
+            json!({"reasoning": {"text": text, "signature": signature}})
+        }
         Event::ToolUse(t) => json!({"toolUseEvent": {"toolUseId": t.tool_use_id, "name": t.name,
             "input": format!("{:?}", t.input), "stop": t.stop}}),
         Event::Metering(m) => json!({"meteringEvent": {"unit": m.unit, "usage": m.usage}}),
@@ -206,10 +238,11 @@ where
                     max_input_tokens: DEFAULT_MAX_INPUT_TOKENS,
                 });
             let capture = parts.extensions.get::<CaptureHandle>().cloned();
-            let (bytes, estimate) = match prepare::<D>(&body, &resolved, &cfg) {
+            let prepared = match prepare::<D>(&body, &resolved, &cfg) {
                 Ok(x) => x,
                 Err(e) => return Ok(D::DIALECT.error_response(&e)),
             };
+            let (bytes, estimate) = (prepared.body.clone(), prepared.prompt_estimate);
             if let Some(c) = &capture {
                 c.set_kiro_body(&bytes);
             }
@@ -228,6 +261,11 @@ where
             let events = match capture {
                 Some(c) => captured(resp.events, c),
                 None => resp.events,
+            };
+            let events = if prepared.thinking {
+                thinking::split_thinking(events, cfg.thinking_mode)
+            } else {
+                events
             };
             let meta = ResponseMeta {
                 id: new_id(D::ID_PREFIX),

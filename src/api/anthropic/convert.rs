@@ -115,6 +115,7 @@ fn document_text(block: &Value, at: &str) -> Result<String, GatewayError> {
 
 fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayError> {
     let mut m = Message::new(role);
+    let mut replayed: Vec<String> = Vec::new();
     match content {
         Value::String(s) => m.text = s.clone(),
         Value::Array(blocks) => {
@@ -162,6 +163,23 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
                             is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
                         });
                     }
+                    // the gateway's own thinking goes back as the assistant's earlier text;
+                    // anyone else's signed reasoning means nothing to Kiro and is dropped
+                    Some("thinking") => {
+                        let text = b
+                            .get("thinking")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let sig = b
+                            .get("signature")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        if role == Role::Assistant
+                            && crate::api::thinking::is_own_signature(text, sig)
+                        {
+                            replayed.push(format!("<thinking>{text}</thinking>"));
+                        }
+                    }
                     // replayed reasoning and server-tool traffic carry nothing Kiro can take
                     Some(kind) => {
                         tracing::debug!(kind, "dropping a content block Kiro has no field for")
@@ -176,6 +194,10 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
                 "{at}.content: must be a string or a list of blocks"
             )))
         }
+    }
+    if !replayed.is_empty() {
+        replayed.push(std::mem::take(&mut m.text));
+        m.text = replayed.join("\n\n").trim_end().to_owned();
     }
     Ok(m)
 }

@@ -35,6 +35,36 @@ impl crate::layers::translate::DialectApi for AnthropicMessages {
         to_conversation(req, true)
     }
 
+    /// `thinking: {type: "enabled", budget_tokens}` → that budget; `{type: "disabled"}` → none;
+    /// `{type: "adaptive"}` → the budget for `output_config.effort` (the configured budget when
+    /// no effort is given); absent → the configured default.
+    fn thinking_budget(
+        req: &Self::Request,
+        defaults: crate::api::thinking::ThinkingDefaults,
+    ) -> Option<u32> {
+        let effort = req
+            .output_config
+            .as_ref()
+            .and_then(|o| o.get("effort"))
+            .and_then(serde_json::Value::as_str);
+        let Some(t) = &req.thinking else {
+            return defaults.default_budget();
+        };
+        match t.get("type").and_then(serde_json::Value::as_str) {
+            Some("disabled") => None,
+            Some("enabled") => Some(
+                t.get("budget_tokens")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|b| b.min(u64::from(u32::MAX)) as u32)
+                    .unwrap_or(defaults.budget),
+            ),
+            _ => match effort {
+                Some(e) => defaults.for_effort(e),
+                None => Some(defaults.budget),
+            },
+        }
+    }
+
     fn encoder(_req: &Self::Request, meta: ResponseMeta) -> Self::Encoder {
         MessagesEncoder::new(meta)
     }

@@ -14,6 +14,7 @@ use http::{HeaderValue, Response};
 use serde_json::{json, Value};
 
 use crate::api::jsonsplit::SafeJsonSplitter;
+use crate::api::thinking::Signer;
 use crate::api::{sse_event, Body, Encoder, End, Folder, ResponseMeta};
 use crate::error::GatewayError;
 use crate::kiro::{Event, ToolCallAssembler, ToolInput};
@@ -27,6 +28,7 @@ fn stop_reason(end: End, called_tools: bool) -> &'static str {
 }
 
 enum Open {
+    Thinking(Signer),
     Text,
     Tool { id: String, split: SafeJsonSplitter },
 }
@@ -69,14 +71,23 @@ impl MessagesEncoder {
 
     fn close(&mut self, out: &mut Vec<Bytes>) {
         let Some(open) = self.open.take() else { return };
-        if let Open::Tool { mut split, .. } = open {
-            let rest = split.finish();
-            if !rest.is_empty() {
+        match open {
+            Open::Tool { mut split, .. } => {
+                let rest = split.finish();
+                if !rest.is_empty() {
+                    self.delta(
+                        json!({"type": "input_json_delta", "partial_json": rest}),
+                        out,
+                    );
+                }
+            }
+            Open::Thinking(signer) => {
                 self.delta(
-                    json!({"type": "input_json_delta", "partial_json": rest}),
+                    json!({"type": "signature_delta", "signature": signer.finish()}),
                     out,
                 );
             }
+            Open::Text => {}
         }
         out.push(sse_event(
             "content_block_stop",
@@ -115,6 +126,23 @@ impl Encoder for MessagesEncoder {
                 }
                 self.meta.usage.add_output(&content);
                 self.delta(json!({"type": "text_delta", "text": content}), out);
+            }
+            Event::Reasoning { text, .. } => {
+                if text.is_empty() {
+                    return;
+                }
+                if !matches!(self.open, Some(Open::Thinking(_))) {
+                    self.open(
+                        json!({"type": "thinking", "thinking": ""}),
+                        Open::Thinking(Signer::new()),
+                        out,
+                    );
+                }
+                if let Some(Open::Thinking(signer)) = &mut self.open {
+                    signer.update(&text);
+                }
+                self.meta.usage.add_reasoning(&text);
+                self.delta(json!({"type": "thinking_delta", "thinking": text}), out);
             }
             Event::ToolUse(t) => {
                 let same =
@@ -188,6 +216,8 @@ pub struct MessagesFolder {
     meta: ResponseMeta,
     /// text and tool calls in the order they came: `Ok(text)` / `Err(call index)`
     order: Vec<Result<String, usize>>,
+    /// reasoning, which comes first
+    thinking: String,
     tools: ToolCallAssembler,
 }
 
@@ -196,6 +226,7 @@ impl MessagesFolder {
         MessagesFolder {
             meta,
             order: Vec::new(),
+            thinking: String::new(),
             tools: ToolCallAssembler::new(),
         }
     }
@@ -210,6 +241,10 @@ impl Folder for MessagesFolder {
                     Some(Ok(t)) => t.push_str(&content),
                     _ => self.order.push(Ok(content)),
                 }
+            }
+            Event::Reasoning { text, .. } => {
+                self.meta.usage.add_reasoning(&text);
+                self.thinking.push_str(&text);
             }
             Event::ToolUse(t) => {
                 match &t.input {
@@ -229,7 +264,11 @@ impl Folder for MessagesFolder {
 
     fn finish(self, end: End) -> Response<Body> {
         let calls = self.tools.into_calls();
-        let mut content = Vec::with_capacity(self.order.len());
+        let mut content = Vec::with_capacity(self.order.len() + 1);
+        if !self.thinking.is_empty() {
+            content.push(json!({"type": "thinking", "thinking": self.thinking,
+                                "signature": crate::api::thinking::sign(&self.thinking)}));
+        }
         for item in &self.order {
             match item {
                 Ok(text) if !text.is_empty() => content.push(json!({"type": "text", "text": text})),

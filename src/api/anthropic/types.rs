@@ -28,6 +28,8 @@ pub struct MessagesRequest {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub thinking: Option<Value>,
+    #[serde(default)]
+    pub output_config: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -55,6 +55,17 @@ impl crate::layers::translate::DialectApi for OpenAiChat {
         to_conversation(req)
     }
 
+    /// `reasoning_effort` decides; without it, the configured default.
+    fn thinking_budget(
+        req: &Self::Request,
+        defaults: crate::api::thinking::ThinkingDefaults,
+    ) -> Option<u32> {
+        match &req.reasoning_effort {
+            Some(e) => defaults.for_effort(e),
+            None => defaults.default_budget(),
+        }
+    }
+
     fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder {
         ChatEncoder::new(
             meta,

@@ -25,6 +25,9 @@ pub fn usage_json(u: &Usage) -> Value {
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total(),
     });
+    if u.reasoning_tokens > 0 {
+        v["completion_tokens_details"] = json!({"reasoning_tokens": u.reasoning_tokens});
+    }
     if let Some(c) = u.credits {
         v["credits_used"] = json!(c);
     }
@@ -89,6 +92,13 @@ impl Encoder for ChatEncoder {
                 self.meta.usage.add_output(&content);
                 self.delta(json!({ "content": content }), out);
             }
+            Event::Reasoning { text, .. } => {
+                if text.is_empty() {
+                    return;
+                }
+                self.meta.usage.add_reasoning(&text);
+                self.delta(json!({ "reasoning_content": text }), out);
+            }
             Event::ToolUse(t) => {
                 let index = match self.tool_ids.iter().position(|id| *id == t.tool_use_id) {
                     Some(i) => i,
@@ -148,6 +158,7 @@ impl Encoder for ChatEncoder {
 pub struct ChatFolder {
     meta: ResponseMeta,
     text: String,
+    reasoning: String,
     tools: ToolCallAssembler,
 }
 
@@ -156,6 +167,7 @@ impl ChatFolder {
         ChatFolder {
             meta,
             text: String::new(),
+            reasoning: String::new(),
             tools: ToolCallAssembler::new(),
         }
     }
@@ -167,6 +179,10 @@ impl Folder for ChatFolder {
             Event::Text { content } => {
                 self.meta.usage.add_output(&content);
                 self.text.push_str(&content);
+            }
+            Event::Reasoning { text, .. } => {
+                self.meta.usage.add_reasoning(&text);
+                self.reasoning.push_str(&text);
             }
             Event::ToolUse(t) => {
                 match &t.input {
@@ -183,6 +199,9 @@ impl Folder for ChatFolder {
     fn finish(self, end: End) -> Response<Body> {
         let calls = self.tools.into_calls();
         let mut message = json!({"role": "assistant", "content": self.text});
+        if !self.reasoning.is_empty() {
+            message["reasoning_content"] = json!(self.reasoning);
+        }
         if !calls.is_empty() {
             message["tool_calls"] = Value::Array(
                 calls

@@ -1,0 +1,517 @@
+//! "Fake reasoning": Kiro has no reasoning switch, so the gateway asks for it in the prompt and
+//! separates the model's `<thinking>…</thinking>` block from the answer.
+//!
+//! [`ThinkingParser`] is a small state machine over the streamed text. It recognises an opening
+//! tag (`<thinking>`, `<think>`, `<reasoning>`, `<thought>`) only at the very start of the answer
+//! (after optional whitespace); both tags may be split at any byte across chunks. While the start
+//! could still be a tag it waits; as soon as it cannot be, the text is passed through and
+//! detection is over for the rest of the answer (tag-like text later on is left alone). Inside
+//! the block it emits reasoning as it arrives, holding back only enough characters to never
+//! emit part of a split closing tag. Whitespace between the closing tag and the answer is
+//! dropped. An unclosed block at the end is emitted as reasoning.
+//!
+//! [`split_thinking`] applies the parser to a stream of Kiro events: text events become
+//! [`Event::Reasoning`] and [`Event::Text`] pieces according to the [`ThinkingMode`].
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+
+use crate::kiro::client::KiroEvents;
+use crate::kiro::Event;
+
+const OPEN_TAGS: &[(&str, &str)] = &[
+    ("<thinking>", "</thinking>"),
+    ("<think>", "</think>"),
+    ("<reasoning>", "</reasoning>"),
+    ("<thought>", "</thought>"),
+];
+
+/// What happens to the model's thinking block (`FAKE_REASONING_HANDLING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThinkingMode {
+    /// Reasoning goes to the dialect's reasoning field (`reasoning_content`, `thinking` blocks).
+    #[default]
+    AsReasoningContent,
+    /// Reasoning is dropped.
+    Remove,
+    /// Nothing is parsed: the text, tags included, is the answer, byte for byte.
+    Pass,
+    /// The reasoning is kept as answer text, without its tags.
+    StripTags,
+}
+
+impl std::str::FromStr for ThinkingMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "as_reasoning_content" | "" => Ok(ThinkingMode::AsReasoningContent),
+            "remove" => Ok(ThinkingMode::Remove),
+            "pass" => Ok(ThinkingMode::Pass),
+            "strip_tags" => Ok(ThinkingMode::StripTags),
+            other => Err(format!(
+                "FAKE_REASONING_HANDLING must be as_reasoning_content, remove, pass or strip_tags, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// Reasoning when a request does not say: `FAKE_REASONING` and `FAKE_REASONING_MAX_TOKENS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThinkingDefaults {
+    pub enabled: bool,
+    pub budget: u32,
+}
+
+impl Default for ThinkingDefaults {
+    fn default() -> Self {
+        ThinkingDefaults {
+            enabled: true,
+            budget: 4000,
+        }
+    }
+}
+
+impl ThinkingDefaults {
+    /// The default budget, if reasoning is on by default.
+    pub fn default_budget(self) -> Option<u32> {
+        self.enabled.then_some(self.budget)
+    }
+
+    /// A budget for an effort word (OpenAI `reasoning_effort`, Anthropic `output_config.effort`):
+    /// `none`/`minimal` → no reasoning, `low` → a quarter of the default budget (at least
+    /// 1024), `medium` → the default, `high` → four times it, `xhigh`/`max` → eight times.
+    /// Unknown words get the default.
+    pub fn for_effort(self, effort: &str) -> Option<u32> {
+        let b = self.budget.max(1);
+        match effort.trim().to_ascii_lowercase().as_str() {
+            "none" | "minimal" => None,
+            "low" => Some((b / 4).max(1024)),
+            "medium" => Some(b),
+            "high" => Some(b.saturating_mul(4)),
+            "xhigh" | "max" => Some(b.saturating_mul(8)),
+            _ => Some(b),
+        }
+    }
+}
+
+/// The text the gateway adds to the system prompt to ask for reasoning: the two tags Claude
+/// models understand, nothing more.
+pub fn injection(budget: u32) -> String {
+    format!("<thinking_mode>enabled</thinking_mode>\n<max_thinking_length>{budget}</max_thinking_length>")
+}
+
+/// A piece of parsed output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Reasoning(String),
+    Answer(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// at the start of the answer: is it a tag?
+    Start,
+    /// inside the block, looking for this closing tag
+    Thinking(&'static str),
+    /// just after the closing tag: dropping whitespace
+    AfterClose,
+    /// the answer proper
+    Answer,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct ThinkingParser {
+    state: State,
+    buf: String,
+}
+
+impl Default for ThinkingParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The largest byte index `<= i` on a char boundary.
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl ThinkingParser {
+    pub fn new() -> Self {
+        ThinkingParser {
+            state: State::Start,
+            buf: String::new(),
+        }
+    }
+
+    /// Feed a chunk; pieces that can be emitted now go to `out`.
+    pub fn push(&mut self, chunk: &str, out: &mut Vec<Piece>) {
+        if self.state == State::Answer && self.buf.is_empty() {
+            // the hot path once detection is over: no copying into the buffer
+            if !chunk.is_empty() {
+                out.push(Piece::Answer(chunk.to_owned()));
+            }
+            return;
+        }
+        self.buf.push_str(chunk);
+        self.drain(out);
+    }
+
+    fn drain(&mut self, out: &mut Vec<Piece>) {
+        loop {
+            match self.state {
+                State::Start => {
+                    let trimmed = self.buf.trim_start();
+                    if trimmed.is_empty() {
+                        return; // only whitespace so far
+                    }
+                    if let Some((open, close)) =
+                        OPEN_TAGS.iter().find(|(o, _)| trimmed.starts_with(o))
+                    {
+                        let skip = self.buf.len() - trimmed.len() + open.len();
+                        self.buf.drain(..skip);
+                        self.state = State::Thinking(close);
+                        continue;
+                    }
+                    if OPEN_TAGS.iter().any(|(o, _)| o.starts_with(trimmed)) {
+                        return; // could still become a tag
+                    }
+                    self.state = State::Answer;
+                }
+                State::Thinking(close) => {
+                    if let Some(pos) = self.buf.find(close) {
+                        let reasoning: String = self.buf[..pos].to_owned();
+                        self.buf.drain(..pos + close.len());
+                        if !reasoning.is_empty() {
+                            out.push(Piece::Reasoning(reasoning));
+                        }
+                        self.state = State::AfterClose;
+                        continue;
+                    }
+                    // keep the tail that could be the start of a split closing tag
+                    let keep_from =
+                        floor_boundary(&self.buf, self.buf.len().saturating_sub(close.len() - 1));
+                    if keep_from > 0 {
+                        let emit: String = self.buf.drain(..keep_from).collect();
+                        out.push(Piece::Reasoning(emit));
+                    }
+                    return;
+                }
+                State::AfterClose => {
+                    let trimmed_len = self.buf.trim_start().len();
+                    let ws = self.buf.len() - trimmed_len;
+                    self.buf.drain(..ws);
+                    if self.buf.is_empty() {
+                        return;
+                    }
+                    self.state = State::Answer;
+                }
+                State::Answer => {
+                    if !self.buf.is_empty() {
+                        out.push(Piece::Answer(std::mem::take(&mut self.buf)));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The answer ended: flush what is held.
+    pub fn finish(&mut self, out: &mut Vec<Piece>) {
+        let rest = std::mem::take(&mut self.buf);
+        match self.state {
+            State::Start | State::Answer => {
+                if !rest.is_empty() {
+                    out.push(Piece::Answer(rest));
+                }
+            }
+            State::Thinking(_) => {
+                tracing::debug!("the thinking block was not closed; emitted as reasoning");
+                if !rest.is_empty() {
+                    out.push(Piece::Reasoning(rest));
+                }
+            }
+            State::AfterClose => {}
+        }
+        self.state = State::Answer;
+    }
+}
+
+/// Reasoning in the answer: the parser over a Kiro event stream (see the module docs).
+pub fn split_thinking(events: KiroEvents, mode: ThinkingMode) -> KiroEvents {
+    if mode == ThinkingMode::Pass {
+        return events;
+    }
+    Box::pin(ThinkingStream {
+        inner: events,
+        parser: ThinkingParser::new(),
+        mode,
+        queue: VecDeque::new(),
+        pieces: Vec::new(),
+        reasoning_seen: false,
+        answer_started: false,
+        done: false,
+    })
+}
+
+struct ThinkingStream {
+    inner: KiroEvents,
+    parser: ThinkingParser,
+    mode: ThinkingMode,
+    queue: VecDeque<Result<Event, crate::kiro::Error>>,
+    pieces: Vec<Piece>,
+    reasoning_seen: bool,
+    answer_started: bool,
+    done: bool,
+}
+
+impl ThinkingStream {
+    fn emit_pieces(&mut self) {
+        for p in self.pieces.drain(..) {
+            match p {
+                Piece::Reasoning(text) => {
+                    self.reasoning_seen = true;
+                    match self.mode {
+                        ThinkingMode::AsReasoningContent => {
+                            self.queue.push_back(Ok(Event::Reasoning {
+                                text,
+                                signature: None,
+                            }))
+                        }
+                        ThinkingMode::StripTags => {
+                            self.queue.push_back(Ok(Event::Text { content: text }))
+                        }
+                        ThinkingMode::Remove | ThinkingMode::Pass => {}
+                    }
+                }
+                Piece::Answer(mut text) => {
+                    if !self.answer_started
+                        && self.reasoning_seen
+                        && self.mode == ThinkingMode::StripTags
+                    {
+                        text.insert_str(0, "\n\n");
+                    }
+                    self.answer_started = true;
+                    self.queue.push_back(Ok(Event::Text { content: text }));
+                }
+            }
+        }
+    }
+}
+
+impl Stream for ThinkingStream {
+    type Item = Result<Event, crate::kiro::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(item) = this.queue.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(Event::Text { content }))) => {
+                    this.parser.push(&content, &mut this.pieces);
+                    this.emit_pieces();
+                }
+                Poll::Ready(Some(Ok(other))) => {
+                    // a tool call or the closing events end the text: flush what is held first
+                    if matches!(other, Event::ToolUse(_)) || other.is_end_marker() {
+                        this.parser.finish(&mut this.pieces);
+                        this.emit_pieces();
+                    }
+                    this.queue.push_back(Ok(other));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.parser.finish(&mut this.pieces);
+                    this.emit_pieces();
+                    this.queue.push_back(Err(e));
+                    this.done = true;
+                }
+                Poll::Ready(None) => {
+                    this.parser.finish(&mut this.pieces);
+                    this.emit_pieces();
+                    this.done = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&str]) -> (String, String) {
+        let mut p = ThinkingParser::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.push(c, &mut out);
+        }
+        p.finish(&mut out);
+        let mut reasoning = String::new();
+        let mut answer = String::new();
+        for piece in out {
+            match piece {
+                Piece::Reasoning(r) => reasoning.push_str(&r),
+                Piece::Answer(a) => answer.push_str(&a),
+            }
+        }
+        (reasoning, answer)
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_output() {
+        let transcript = "  \n<thinking>Let me think: 2 < 3 and </thinkin is not a tag. é日😀</thinking>\n\n  The answer is <thinking>42</thinking>.";
+        let want = (
+            "Let me think: 2 < 3 and </thinkin is not a tag. é日😀".to_owned(),
+            "The answer is <thinking>42</thinking>.".to_owned(),
+        );
+        let bounds: Vec<usize> = (0..=transcript.len())
+            .filter(|i| transcript.is_char_boundary(*i))
+            .collect();
+        for &a in &bounds {
+            assert_eq!(
+                run(&[&transcript[..a], &transcript[a..]]),
+                want,
+                "split at {a}"
+            );
+            for &b in bounds.iter().filter(|b| **b > a).step_by(7) {
+                assert_eq!(
+                    run(&[&transcript[..a], &transcript[a..b], &transcript[b..]]),
+                    want,
+                    "splits at {a},{b}"
+                );
+            }
+        }
+        // one character at a time
+        let singles: Vec<String> = transcript.chars().map(String::from).collect();
+        let refs: Vec<&str> = singles.iter().map(String::as_str).collect();
+        assert_eq!(run(&refs), want);
+    }
+
+    #[test]
+    fn tag_like_text_later_in_the_answer_is_left_alone() {
+        assert_eq!(
+            run(&["Sure: ", "<thinking>x</thinking>"]),
+            (String::new(), "Sure: <thinking>x</thinking>".into())
+        );
+        assert_eq!(
+            run(&["<thi", "s is html>"]),
+            (String::new(), "<this is html>".into())
+        );
+        assert_eq!(
+            run(&["<", "b>bold</b>"]),
+            (String::new(), "<b>bold</b>".into())
+        );
+    }
+
+    #[test]
+    fn passes_text_through_at_once_when_it_is_not_a_tag() {
+        let mut p = ThinkingParser::new();
+        let mut out = Vec::new();
+        p.push("Hello", &mut out);
+        assert_eq!(out, vec![Piece::Answer("Hello".into())]);
+    }
+
+    #[test]
+    fn other_tag_names_and_unclosed_blocks() {
+        assert_eq!(run(&["<think>a</think>b"]), ("a".into(), "b".into()));
+        assert_eq!(
+            run(&["<reasoning>a", "</reason", "ing> b"]),
+            ("a".into(), "b".into())
+        );
+        assert_eq!(
+            run(&["<thinking>never closed"]),
+            ("never closed".into(), String::new())
+        );
+        assert_eq!(run(&["   "]), (String::new(), "   ".into()));
+        assert_eq!(run(&[""]), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn reasoning_streams_while_the_block_is_open() {
+        let mut p = ThinkingParser::new();
+        let mut out = Vec::new();
+        p.push("<thinking>step one, step two", &mut out);
+        // all but the last few characters (a possible split closing tag) are out already
+        let emitted: String = out
+            .iter()
+            .map(|x| match x {
+                Piece::Reasoning(r) => r.as_str(),
+                Piece::Answer(_) => "",
+            })
+            .collect();
+        // (the last len("</thinking>") - 1 = 10 characters are held back)
+        assert_eq!(emitted, "step one");
+    }
+}
+
+/// Signatures the gateway puts on the thinking blocks it produces, so it can recognise them
+/// when a client sends them back: `kgw1_` and the first 32 hex digits of a SHA-256 over the
+/// text. Not a secret, only a recognisable fingerprint.
+#[derive(Clone, Default)]
+pub struct Signer(sha2::Sha256);
+
+const SIGNATURE_PREFIX: &str = "kgw1_";
+
+impl Signer {
+    pub fn new() -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"kiro-gateway thinking v1\n");
+        Signer(h)
+    }
+
+    pub fn update(&mut self, text: &str) {
+        use sha2::Digest;
+        self.0.update(text.as_bytes());
+    }
+
+    pub fn finish(self) -> String {
+        use sha2::Digest;
+        let digest = self.0.finalize();
+        let hex = crate::kiro::client::hex(&digest);
+        format!("{SIGNATURE_PREFIX}{}", &hex[..32])
+    }
+}
+
+/// The signature of a whole thinking text.
+pub fn sign(text: &str) -> String {
+    let mut s = Signer::new();
+    s.update(text);
+    s.finish()
+}
+
+/// Whether `signature` is the gateway's own for `text`.
+pub fn is_own_signature(text: &str, signature: &str) -> bool {
+    signature.starts_with(SIGNATURE_PREFIX) && sign(text) == signature
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::*;
+
+    #[test]
+    fn recognises_its_own_signatures_only() {
+        let sig = sign("because 2 > 1");
+        assert!(sig.starts_with("kgw1_"));
+        assert!(is_own_signature("because 2 > 1", &sig));
+        assert!(!is_own_signature("because 2 > 0", &sig));
+        assert!(!is_own_signature("x", "EqQBCgIYAhIM-anthropic-signature"));
+        let mut s = Signer::new();
+        s.update("because ");
+        s.update("2 > 1");
+        assert_eq!(s.finish(), sig, "incremental signing agrees");
+    }
+}
