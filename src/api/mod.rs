@@ -43,12 +43,18 @@ impl Dialect {
         }
     }
 
-    /// The dialect marked on a request, else the one its path implies.
+    /// The dialect marked on a request, else the one its path implies, else Anthropic for a
+    /// request that carries `anthropic-version` (the shared `/v1/models`), else OpenAI.
     pub fn of<B>(req: &http::Request<B>) -> Dialect {
-        req.extensions()
-            .get::<Dialect>()
-            .copied()
-            .unwrap_or_else(|| Dialect::from_path(req.uri().path()))
+        if let Some(d) = req.extensions().get::<Dialect>() {
+            return *d;
+        }
+        match Dialect::from_path(req.uri().path()) {
+            Dialect::OpenAi if req.headers().contains_key("anthropic-version") => {
+                Dialect::Anthropic
+            }
+            d => d,
+        }
     }
 
     /// The error as this dialect's JSON body.
@@ -274,6 +280,35 @@ pub fn sse_data(v: &serde_json::Value) -> Bytes {
 /// `event: {name}\ndata: {json}\n\n`
 pub fn sse_event(name: &str, v: &serde_json::Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {v}\n\n"))
+}
+
+/// Append `s` as a JSON string literal (quotes included): the hot path of every delta, done
+/// without building a `serde_json::Value`.
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 /// `{prefix}{32 hex}` ids.

@@ -153,18 +153,29 @@ impl ThinkingParser {
 
     /// Feed a chunk; pieces that can be emitted now go to `out`.
     pub fn push(&mut self, chunk: &str, out: &mut Vec<Piece>) {
+        self.push_owned(chunk.to_owned(), out);
+    }
+
+    /// [`push`](Self::push) for a chunk the caller owns: once detection is over the chunk is
+    /// handed on as it is, without copying.
+    pub fn push_owned(&mut self, chunk: String, out: &mut Vec<Piece>) {
         if self.state == State::Answer && self.buf.is_empty() {
-            // the hot path once detection is over: no copying into the buffer
             if !chunk.is_empty() {
-                out.push(Piece::Answer(chunk.to_owned()));
+                out.push(Piece::Answer(chunk));
             }
             return;
         }
-        self.buf.push_str(chunk);
-        self.drain(out);
+        let searched = self.buf.len();
+        if self.buf.is_empty() {
+            self.buf = chunk;
+        } else {
+            self.buf.push_str(&chunk);
+        }
+        self.drain(out, searched);
     }
 
-    fn drain(&mut self, out: &mut Vec<Piece>) {
+    /// `searched`: bytes of `buf` already known not to hold the closing tag's start.
+    fn drain(&mut self, out: &mut Vec<Piece>, mut searched: usize) {
         loop {
             match self.state {
                 State::Start => {
@@ -178,6 +189,7 @@ impl ThinkingParser {
                         let skip = self.buf.len() - trimmed.len() + open.len();
                         self.buf.drain(..skip);
                         self.state = State::Thinking(close);
+                        searched = 0;
                         continue;
                     }
                     if OPEN_TAGS.iter().any(|(o, _)| o.starts_with(trimmed)) {
@@ -186,7 +198,9 @@ impl ThinkingParser {
                     self.state = State::Answer;
                 }
                 State::Thinking(close) => {
-                    if let Some(pos) = self.buf.find(close) {
+                    // only the new text (and the held tail before it) can hold the tag
+                    let from = floor_boundary(&self.buf, searched.saturating_sub(close.len() - 1));
+                    if let Some(pos) = self.buf[from..].find(close).map(|p| p + from) {
                         let reasoning: String = self.buf[..pos].to_owned();
                         self.buf.drain(..pos + close.len());
                         if !reasoning.is_empty() {
@@ -199,8 +213,8 @@ impl ThinkingParser {
                     let keep_from =
                         floor_boundary(&self.buf, self.buf.len().saturating_sub(close.len() - 1));
                     if keep_from > 0 {
-                        let emit: String = self.buf.drain(..keep_from).collect();
-                        out.push(Piece::Reasoning(emit));
+                        let tail = self.buf.split_off(keep_from);
+                        out.push(Piece::Reasoning(std::mem::replace(&mut self.buf, tail)));
                     }
                     return;
                 }
@@ -320,7 +334,7 @@ impl Stream for ThinkingStream {
             }
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(Event::Text { content }))) => {
-                    this.parser.push(&content, &mut this.pieces);
+                    this.parser.push_owned(content, &mut this.pieces);
                     this.emit_pieces();
                 }
                 Poll::Ready(Some(Ok(other))) => {

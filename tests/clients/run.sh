@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the Python client tests (openai SDK, langchain-openai) against the gateway and the mock
-# Kiro upstream. It builds nothing: the binaries must already exist (default
-# target/debug/kiro-gateway and target/debug/examples/mock_kiro, or KIRO_GATEWAY_BIN and
-# MOCK_KIRO_BIN). Extra arguments go to pytest. Exits with pytest's exit code.
+# Runs the Python client tests (openai and anthropic SDKs, langchain-openai, langchain-anthropic)
+# against the gateway and the mock Kiro upstream. It builds nothing: the binaries must already
+# exist (default target/debug/kiro-gateway and target/debug/examples/mock_kiro, or
+# KIRO_GATEWAY_BIN and MOCK_KIRO_BIN). Extra arguments go to pytest. Exits with pytest's exit code.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"

@@ -75,10 +75,7 @@ impl MessagesEncoder {
             Open::Tool { mut split, .. } => {
                 let rest = split.finish();
                 if !rest.is_empty() {
-                    self.delta(
-                        json!({"type": "input_json_delta", "partial_json": rest}),
-                        out,
-                    );
+                    self.str_delta("input_json_delta", "partial_json", &rest, out);
                 }
             }
             Open::Thinking(signer) => {
@@ -111,6 +108,24 @@ impl MessagesEncoder {
             &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
         ));
     }
+
+    /// A `content_block_delta` of type `kind` whose one string member is `field`: the hot path
+    /// (text, thinking and argument deltas), written without a `Value` tree.
+    fn str_delta(&self, kind: &str, field: &str, text: &str, out: &mut Vec<Bytes>) {
+        let mut s = String::with_capacity(text.len() + 120);
+        s.push_str(
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+        );
+        s.push_str(&self.index.to_string());
+        s.push_str(",\"delta\":{\"type\":\"");
+        s.push_str(kind);
+        s.push_str("\",\"");
+        s.push_str(field);
+        s.push_str("\":");
+        crate::api::push_json_str(&mut s, text);
+        s.push_str("}}\n\n");
+        out.push(Bytes::from(s));
+    }
 }
 
 impl Encoder for MessagesEncoder {
@@ -125,7 +140,7 @@ impl Encoder for MessagesEncoder {
                     self.open(json!({"type": "text", "text": ""}), Open::Text, out);
                 }
                 self.meta.usage.add_output(&content);
-                self.delta(json!({"type": "text_delta", "text": content}), out);
+                self.str_delta("text_delta", "text", &content, out);
             }
             Event::Reasoning { text, .. } => {
                 if text.is_empty() {
@@ -142,7 +157,7 @@ impl Encoder for MessagesEncoder {
                     signer.update(&text);
                 }
                 self.meta.usage.add_reasoning(&text);
-                self.delta(json!({"type": "thinking_delta", "thinking": text}), out);
+                self.str_delta("thinking_delta", "thinking", &text, out);
             }
             Event::ToolUse(t) => {
                 let same =
@@ -172,10 +187,7 @@ impl Encoder for MessagesEncoder {
                     _ => String::new(),
                 };
                 if !piece.is_empty() {
-                    self.delta(
-                        json!({"type": "input_json_delta", "partial_json": piece}),
-                        out,
-                    );
+                    self.str_delta("input_json_delta", "partial_json", &piece, out);
                 }
                 if t.stop {
                     self.close(out);

@@ -51,16 +51,63 @@ pub struct ChatEncoder {
     role_sent: bool,
     /// Tool-call ids in the order they opened; the position is the OpenAI `index`.
     tool_ids: Vec<String>,
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":[{"index":0,"delta":{`, built
+    /// once: the hot path writes a delta by appending to it, without a `Value` tree.
+    head: String,
 }
+
+const DELTA_TAIL: &str = "},\"finish_reason\":null}]}\n\n";
 
 impl ChatEncoder {
     pub fn new(meta: ResponseMeta, include_usage: bool) -> Self {
+        let mut head = String::with_capacity(160);
+        head.push_str("data: {\"id\":");
+        crate::api::push_json_str(&mut head, &meta.id);
+        head.push_str(",\"object\":\"chat.completion.chunk\",\"created\":");
+        head.push_str(&meta.created.to_string());
+        head.push_str(",\"model\":");
+        crate::api::push_json_str(&mut head, &meta.model);
+        head.push_str(",\"choices\":[{\"index\":0,\"delta\":{");
         ChatEncoder {
             meta,
             include_usage,
             role_sent: false,
             tool_ids: Vec::new(),
+            head,
         }
+    }
+
+    /// One delta chunk whose delta is `{"<field>": "<text>"}` (plus the role on the first).
+    fn text_delta(&mut self, field: &str, text: &str, out: &mut Vec<Bytes>) {
+        let mut s = String::with_capacity(self.head.len() + text.len() + 64);
+        s.push_str(&self.head);
+        if !self.role_sent {
+            self.role_sent = true;
+            s.push_str("\"role\":\"assistant\",");
+        }
+        s.push('"');
+        s.push_str(field);
+        s.push_str("\":");
+        crate::api::push_json_str(&mut s, text);
+        s.push_str(DELTA_TAIL);
+        out.push(Bytes::from(s));
+    }
+
+    /// One delta chunk carrying an argument fragment of tool call `index`.
+    fn args_delta(&mut self, index: usize, args: &str, out: &mut Vec<Bytes>) {
+        let mut s = String::with_capacity(self.head.len() + args.len() + 80);
+        s.push_str(&self.head);
+        if !self.role_sent {
+            self.role_sent = true;
+            s.push_str("\"role\":\"assistant\",");
+        }
+        s.push_str("\"tool_calls\":[{\"index\":");
+        s.push_str(&index.to_string());
+        s.push_str(",\"function\":{\"arguments\":");
+        crate::api::push_json_str(&mut s, args);
+        s.push_str("}}]");
+        s.push_str(DELTA_TAIL);
+        out.push(Bytes::from(s));
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
@@ -90,14 +137,14 @@ impl Encoder for ChatEncoder {
                     return;
                 }
                 self.meta.usage.add_output(&content);
-                self.delta(json!({ "content": content }), out);
+                self.text_delta("content", &content, out);
             }
             Event::Reasoning { text, .. } => {
                 if text.is_empty() {
                     return;
                 }
                 self.meta.usage.add_reasoning(&text);
-                self.delta(json!({ "reasoning_content": text }), out);
+                self.text_delta("reasoning_content", &text, out);
             }
             Event::ToolUse(t) => {
                 let index = match self.tool_ids.iter().position(|id| *id == t.tool_use_id) {
@@ -120,10 +167,7 @@ impl Encoder for ChatEncoder {
                     ToolInput::Whole(v) => v.to_string(),
                 };
                 self.meta.usage.add_output(&args);
-                self.delta(
-                    json!({"tool_calls": [{"index": index, "function": {"arguments": args}}]}),
-                    out,
-                );
+                self.args_delta(index, &args, out);
             }
             other => self.meta.usage.on_event(&other),
         }
