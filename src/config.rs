@@ -63,12 +63,16 @@ pub struct Config {
     /// `CONNECT_TIMEOUT`, seconds
     pub connect_timeout: u64,
 
-    /// `FIRST_TOKEN_TIMEOUT`, seconds
-    pub first_token_timeout: u64,
+    /// `FIRST_TOKEN_TIMEOUT`, seconds (fractions allowed)
+    pub first_token_timeout: f64,
     /// `FIRST_TOKEN_MAX_RETRIES`: attempts that may time out before 504
     pub first_token_max_retries: u32,
-    /// `STREAMING_READ_TIMEOUT`, seconds between upstream frames
-    pub streaming_read_timeout: u64,
+    /// `STREAMING_READ_TIMEOUT`, seconds between upstream frames (fractions allowed)
+    pub streaming_read_timeout: f64,
+    /// `SHUTDOWN_GRACE_SECS`: how long running requests may finish after SIGTERM/SIGINT
+    pub shutdown_grace_secs: f64,
+    /// `HEADER_READ_TIMEOUT`: seconds a client has to send its request headers
+    pub header_read_timeout: f64,
     /// `RETRY_MAX_ATTEMPTS`: attempts in all on 429 / 5xx / connection errors
     pub retry_max_attempts: u32,
     /// `RETRY_BASE_DELAY_MS`
@@ -93,6 +97,8 @@ pub struct Config {
     pub fake_reasoning_handling: String,
     /// `MAX_BODY_BYTES`
     pub max_body_bytes: usize,
+    /// `KIRO_MAX_PAYLOAD_BYTES`: largest translated request sent to Kiro (0: no limit)
+    pub kiro_max_payload_bytes: usize,
     /// `CORS_ALLOW_ORIGINS`: comma-separated origins; empty: CORS off
     pub cors_allow_origins: Vec<String>,
 
@@ -126,9 +132,11 @@ impl Default for Config {
             kiro_oidc_url: "https://oidc.{region}.amazonaws.com".into(),
             vpn_proxy_url: None,
             connect_timeout: 30,
-            first_token_timeout: 15,
+            first_token_timeout: 15.0,
             first_token_max_retries: 3,
-            streaming_read_timeout: 300,
+            streaming_read_timeout: 300.0,
+            shutdown_grace_secs: 30.0,
+            header_read_timeout: 30.0,
             retry_max_attempts: 3,
             retry_base_delay_ms: 1000,
             retry_max_delay_ms: 10_000,
@@ -140,6 +148,7 @@ impl Default for Config {
             fake_reasoning_max_tokens: 4000,
             fake_reasoning_handling: "as_reasoning_content".into(),
             max_body_bytes: 32 * 1024 * 1024,
+            kiro_max_payload_bytes: 600_000,
             cors_allow_origins: Vec::new(),
             log_level: "info".into(),
             log_format: "text".into(),
@@ -170,6 +179,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FIRST_TOKEN_TIMEOUT", "first_token_timeout"),
     ("FIRST_TOKEN_MAX_RETRIES", "first_token_max_retries"),
     ("STREAMING_READ_TIMEOUT", "streaming_read_timeout"),
+    ("SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("HEADER_READ_TIMEOUT", "header_read_timeout"),
     ("RETRY_MAX_ATTEMPTS", "retry_max_attempts"),
     ("RETRY_BASE_DELAY_MS", "retry_base_delay_ms"),
     ("RETRY_MAX_DELAY_MS", "retry_max_delay_ms"),
@@ -181,6 +192,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FAKE_REASONING_MAX_TOKENS", "fake_reasoning_max_tokens"),
     ("FAKE_REASONING_HANDLING", "fake_reasoning_handling"),
     ("MAX_BODY_BYTES", "max_body_bytes"),
+    ("KIRO_MAX_PAYLOAD_BYTES", "kiro_max_payload_bytes"),
     ("CORS_ALLOW_ORIGINS", "cors_allow_origins"),
     ("LOG_LEVEL", "log_level"),
     ("LOG_FORMAT", "log_format"),
@@ -269,6 +281,8 @@ impl Config {
             "FIRST_TOKEN_TIMEOUT" => self.first_token_timeout = parse_num(name, v)?,
             "FIRST_TOKEN_MAX_RETRIES" => self.first_token_max_retries = parse_num(name, v)?,
             "STREAMING_READ_TIMEOUT" => self.streaming_read_timeout = parse_num(name, v)?,
+            "SHUTDOWN_GRACE_SECS" => self.shutdown_grace_secs = parse_num(name, v)?,
+            "HEADER_READ_TIMEOUT" => self.header_read_timeout = parse_num(name, v)?,
             "RETRY_MAX_ATTEMPTS" => self.retry_max_attempts = parse_num(name, v)?,
             "RETRY_BASE_DELAY_MS" => self.retry_base_delay_ms = parse_num(name, v)?,
             "RETRY_MAX_DELAY_MS" => self.retry_max_delay_ms = parse_num(name, v)?,
@@ -277,6 +291,7 @@ impl Config {
             "UNKNOWN_MODEL_POLICY" => self.unknown_model_policy = v.to_owned(),
             "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
             "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(name, v)?,
+            "KIRO_MAX_PAYLOAD_BYTES" => self.kiro_max_payload_bytes = parse_num(name, v)?,
             "FAKE_REASONING" => {
                 self.fake_reasoning = !matches!(
                     v.to_ascii_lowercase().as_str(),
@@ -456,9 +471,15 @@ impl ValidConfig {
             || self.raw.kiro_creds_file.is_some()
             || self.raw.kiro_cli_db_file.is_some()
     }
+}
 
-    pub fn secs(v: u64) -> Duration {
-        Duration::from_secs(v)
+/// A configured number of seconds as a `Duration`: at least `min`, and an hour for a value
+/// that is not finite.
+pub fn secs(v: f64, min: f64) -> Duration {
+    if v.is_finite() {
+        Duration::from_secs_f64(v.max(min))
+    } else {
+        Duration::from_secs(3600)
     }
 }
 

@@ -123,7 +123,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         println!("kiro-gateway listening on http://{addr}");
     }
-    serve(listener, gateway.router(), shutdown.clone()).await?;
+    let opts = kiro_gateway::server::ServeOptions {
+        grace: kiro_gateway::config::secs(valid.raw.shutdown_grace_secs, 0.0),
+        header_read_timeout: kiro_gateway::config::secs(valid.raw.header_read_timeout, 0.1),
+        ..Default::default()
+    };
+    serve(
+        listener,
+        gateway.router(),
+        shutdown.clone(),
+        gateway.parts.translate.close_streams.clone(),
+        opts,
+    )
+    .await?;
     shutdown.cancel();
     let _ = refresher.await;
     Ok(())

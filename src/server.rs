@@ -70,7 +70,7 @@ impl Gateway {
             },
         )?;
         let mut client_cfg = KiroClientConfig::new(endpoints.api(tokens.api_region()));
-        client_cfg.idle_timeout = Duration::from_secs(raw.streaming_read_timeout.max(1));
+        client_cfg.idle_timeout = crate::config::secs(raw.streaming_read_timeout, 0.05);
         client_cfg.headers = headers;
         let client = KiroClient::new(http, client_cfg);
         let parts = StackParts {
@@ -93,13 +93,16 @@ impl Gateway {
                     budget: raw.fake_reasoning_max_tokens,
                 },
                 thinking_mode: cfg.thinking_mode,
+                close_streams: CancellationToken::new(),
+                max_payload_bytes: raw.kiro_max_payload_bytes,
+                open_streams: Default::default(),
             },
             retry: RetryConfig {
                 max_attempts: raw.retry_max_attempts.max(1),
                 base_delay: Duration::from_millis(raw.retry_base_delay_ms),
                 max_delay: Duration::from_millis(raw.retry_max_delay_ms),
                 budget: Duration::from_secs(raw.retry_budget_secs),
-                first_token_timeout: Duration::from_secs(raw.first_token_timeout.max(1)),
+                first_token_timeout: crate::config::secs(raw.first_token_timeout, 0.05),
                 first_token_max_attempts: raw.first_token_max_retries.max(1),
             },
             tokens,
@@ -166,7 +169,14 @@ impl Gateway {
             .route("/", get(root))
             .route("/health", get(health))
             .merge(v1)
-            .fallback(not_found)
+            // unknown routes say 404 only to a client with the key: without it nothing but
+            // `/` and `/health` answers anything but 401
+            .fallback_service(tower_layer::Layer::layer(
+                &self.parts.api_keys,
+                tower::service_fn(|req: Request<Body>| async move {
+                    Ok::<_, Infallible>(not_found(req).await)
+                }),
+            ))
             .with_state(self.clone());
         // CORS is off unless origins are configured
         let router = match cors_layer(&self.cors_origins) {
@@ -268,6 +278,7 @@ async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
         "status": "healthy",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": gw.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        "open_streams": gw.parts.translate.open_streams.get(),
         "auth": {
             "type": status.auth_kind.as_str(),
             "source": gw.parts.tokens.source().kind_name(),
@@ -321,6 +332,7 @@ async fn count_tokens(State(gw): State<Gateway>, req: Request<Body>) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let result = async {
+        crate::layers::decode::check_content_type(&parts.headers)?;
         let (body, _) = crate::layers::decode::read_json::<crate::api::anthropic::MessagesRequest>(
             body, limit, declared,
         )
@@ -379,17 +391,97 @@ async fn method_not_allowed(req: Request<Body>) -> Result<Response<Body>, Infall
     Ok(r)
 }
 
-/// Serve `router` on `listener` until `shutdown` fires; in-flight requests finish first.
+/// Connection limits and shutdown behaviour of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long running requests may go on after shutdown starts; then open streams are closed
+    /// with an error event (`SHUTDOWN_GRACE_SECS`).
+    pub grace: Duration,
+    /// A client must send its request headers within this time (slow-loris guard).
+    pub header_read_timeout: Duration,
+    /// Bound on the request head (HTTP/1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` fires. Then the listener closes, running
+/// requests get `opts.grace` to finish, and after that `close_streams` is cancelled so every
+/// open stream ends with an error event (never a clean-looking end); the call returns once
+/// all connections are done.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
+    close_streams: CancellationToken,
+    opts: ServeOptions,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower_layer::Layer;
-    let app = tower::util::MapRequestLayer::new(normalize_path::<Body>).layer(router);
-    axum::serve(listener, tower::make::Shared::new(app))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let app =
+        tower::util::MapRequestLayer::new(normalize_path::<hyper::body::Incoming>).layer(router);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // out of file descriptors and the like: back off instead of spinning
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                // each connection task is tracked by `graceful`, which shutdown waits on
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let all_done = graceful.shutdown();
+    tokio::pin!(all_done);
+    tokio::select! {
+        _ = &mut all_done => {}
+        _ = tokio::time::sleep(opts.grace) => {
+            tracing::warn!("grace period over: closing the remaining streams");
+            close_streams.cancel();
+            if tokio::time::timeout(Duration::from_secs(5), &mut all_done).await.is_err() {
+                tracing::warn!("some connections did not close in time");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -315,13 +315,16 @@ async fn debug_capture_keeps_a_folder_per_request_without_secrets() {
         let mut f: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .collect();
         f.sort();
-        if (f.len() == 2
-            && f.iter()
-                .all(|p| p.join("response_stream_modified.txt").exists()))
-            || tokio::time::Instant::now() > deadline
-        {
+        // the last request's folder is in (it is written when its body ends, which may be
+        // just after the client has read the last byte) and the oldest is rotated away
+        let last_written = f.last().is_some_and(|p| {
+            std::fs::read_to_string(p.join("response_stream_raw.txt"))
+                .is_ok_and(|t| t.contains("er 2"))
+        });
+        if (f.len() == 2 && last_written) || tokio::time::Instant::now() > deadline {
             break f;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

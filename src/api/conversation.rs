@@ -341,6 +341,13 @@ pub fn to_kiro(
                 ))
                 .with_param(format!("tools[{i}].name")));
             }
+            if !t.schema.is_object() {
+                return Err(GatewayError::invalid_request(format!(
+                    "the input schema of tool {:?} must be a JSON object",
+                    t.name
+                ))
+                .with_param(format!("tools[{i}]")));
+            }
             let mut description = t.description.trim().to_owned();
             if description.is_empty() {
                 description = format!("Tool: {}", t.name);

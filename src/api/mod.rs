@@ -155,6 +155,27 @@ pub trait Folder: Send + 'static {
     fn finish(self, end: End) -> Response<Body>;
 }
 
+/// Counts the stream bodies alive (for `/health` and the leak tests); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct StreamGauge(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamGauge {
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Held by a stream body; gives its count back when the body is dropped.
+struct GaugeGuard(StreamGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        (self.0)
+            .0
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A response body that pulls upstream events only when the client is ready for more bytes
 /// (hyper polls it as it writes), encodes them, and yields the SSE bytes. Dropping it drops
 /// the upstream stream, which closes the upstream connection.
@@ -166,6 +187,9 @@ pub struct SseBody<E> {
     done: bool,
     /// fires after [`KEEPALIVE_INTERVAL`] without output
     idle: Pin<Box<tokio::time::Sleep>>,
+    /// fires when the server gives up waiting for streams at shutdown
+    closing: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    _counted: Option<GaugeGuard>,
 }
 
 impl<E: Encoder + Unpin> SseBody<E> {
@@ -177,7 +201,22 @@ impl<E: Encoder + Unpin> SseBody<E> {
             scratch: Vec::new(),
             done: false,
             idle: Box::pin(tokio::time::sleep(KEEPALIVE_INTERVAL)),
+            closing: None,
+            _counted: None,
         }
+    }
+
+    /// Count this body in `gauge` while it lives.
+    pub fn counted(mut self, gauge: &StreamGauge) -> Self {
+        gauge.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self._counted = Some(GaugeGuard(gauge.clone()));
+        self
+    }
+
+    /// End the stream with an error event when `token` is cancelled (server shutdown).
+    pub fn close_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.closing = Some(Box::pin(token.cancelled_owned()));
+        self
     }
 
     /// A `text/event-stream` response around this body.
@@ -229,6 +268,20 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                     this.encoder.on_end(End::Complete, &mut this.scratch);
                 }
                 Poll::Pending => {
+                    if let Some(closing) = this.closing.as_mut() {
+                        if closing.as_mut().poll(cx).is_ready() {
+                            this.done = true;
+                            let mut e = GatewayError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                crate::error::ErrorKind::Overloaded,
+                                "the gateway is shutting down; the answer was cut short",
+                            );
+                            e.code = Some("gateway_shutdown".into());
+                            this.encoder.on_error(e, &mut this.scratch);
+                            this.pending.extend(this.scratch.drain(..));
+                            continue;
+                        }
+                    }
                     if this.idle.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }

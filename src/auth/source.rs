@@ -155,6 +155,25 @@ pub fn expand_tilde(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
 
+/// A warning when a credentials file can be read by other users (it holds live tokens).
+pub fn permission_warning(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o044 != 0 {
+            return Some(format!(
+                "{} is readable by other users (mode {:o}); it holds your Kiro tokens: run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    None
+}
+
 fn load_err(source: &str, detail: impl std::fmt::Display) -> AuthError {
     AuthError::Load {
         origin: source.to_owned(),
@@ -191,6 +210,11 @@ pub fn load(settings: &CredentialSettings) -> Result<(Credentials, CredentialSou
     } else {
         return Err(AuthError::NoCredentials(HOW_TO_PROVIDE.to_owned()));
     };
+    if let CredentialSource::JsonFile { path } | CredentialSource::Sqlite { path, .. } = &source {
+        if let Some(w) = permission_warning(path) {
+            tracing::warn!("{w}");
+        }
+    }
     if creds.refresh_token.is_none() {
         return Err(load_err(
             &source.describe(),
@@ -504,6 +528,20 @@ mod tests {
         assert_eq!(format_expiry(t2), "2025-01-12T23:00:00.123Z");
         assert!(parse_expiry("2025-01-12T23:00:00").is_some());
         assert!(parse_expiry("soon").is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn warns_about_credentials_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("creds.json");
+        std::fs::write(&p, "{}").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = permission_warning(&p).unwrap();
+        assert!(w.contains("chmod 600") && w.contains("644"), "{w}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(permission_warning(&p), None);
     }
 
     #[test]

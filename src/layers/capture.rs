@@ -31,6 +31,9 @@ use super::decode::RawBody;
 use crate::api::Body;
 use crate::error::GatewayError;
 
+/// Orders capture folders written in the same millisecond.
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Bound on each captured file.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -215,8 +218,11 @@ impl CaptureHandle {
             }
             d.written = true;
             let stamp = time::OffsetDateTime::now_utc();
+            // time, then a sequence number (requests finishing in the same millisecond still
+            // sort in order), then the request id
+            let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let name = format!(
-                "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}_{}",
+                "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}_{seq:06}_{}",
                 stamp.year(),
                 u8::from(stamp.month()),
                 stamp.day(),
@@ -270,24 +276,38 @@ impl CaptureHandle {
     }
 }
 
+/// Write the files into a hidden folder, then rename it into place: a reader never sees a
+/// half-written capture.
 fn write_folder(dir: &std::path::Path, files: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, data) in files {
-        std::fs::write(dir.join(name), data)?;
+    let parent = dir.parent().unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.partial"));
+    std::fs::create_dir_all(&tmp)?;
+    for (file, data) in files {
+        std::fs::write(tmp.join(file), data)?;
     }
-    Ok(())
+    std::fs::rename(&tmp, dir)
 }
 
 fn rotate(root: &std::path::Path, keep: usize) -> std::io::Result<()> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
         .collect();
     dirs.sort();
     let excess = dirs.len().saturating_sub(keep.max(1));
     for d in dirs.into_iter().take(excess) {
-        std::fs::remove_dir_all(d)?;
+        // another request's rotation may have removed it first
+        match std::fs::remove_dir_all(d) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     Ok(())
 }

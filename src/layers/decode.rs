@@ -77,6 +77,30 @@ impl<S: Clone, T> Clone for JsonBodyService<S, T> {
     }
 }
 
+/// A declared content type must be JSON (`application/json`, `…+json`); a missing one is
+/// accepted. Anything else is a 415 that says what to send.
+pub fn check_content_type(headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    let Some(v) = headers.get(http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let mime = v
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") || mime.is_empty() {
+        return Ok(());
+    }
+    let mut e = GatewayError::invalid_request(format!(
+        "unsupported content type {mime:?}: send the body as JSON with Content-Type: application/json"
+    ));
+    e.status = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    Err(e)
+}
+
 /// Read and parse a body (see the module docs).
 pub async fn read_json<T: DeserializeOwned>(
     body: Body,
@@ -141,6 +165,9 @@ where
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
+            if let Err(e) = check_content_type(req.headers()) {
+                return Ok(dialect.error_response(&e));
+            }
             let (parts, body) = req.into_parts();
             match read_json::<T>(body, limit, declared).await {
                 Ok((value, raw)) => {

@@ -60,6 +60,13 @@ pub struct TranslateConfig {
     pub thinking: ThinkingDefaults,
     /// `FAKE_REASONING_HANDLING`.
     pub thinking_mode: ThinkingMode,
+    /// Cancelled when the server stops waiting for open streams at shutdown.
+    pub close_streams: tokio_util::sync::CancellationToken,
+    /// `KIRO_MAX_PAYLOAD_BYTES`: largest translated request sent upstream (0: no limit). The
+    /// service answers larger ones with an opaque 400; the gateway says why instead.
+    pub max_payload_bytes: usize,
+    /// Stream bodies alive.
+    pub open_streams: crate::api::StreamGauge,
 }
 
 /// See the module docs.
@@ -151,6 +158,14 @@ pub fn prepare<D: DialectApi>(
     let bytes = serde_json::to_vec(&kiro_req).map_err(|e| {
         GatewayError::internal(format!("could not serialise the Kiro request: {e}"))
     })?;
+    if cfg.max_payload_bytes > 0 && bytes.len() > cfg.max_payload_bytes {
+        return Err(GatewayError::invalid_request(format!(
+            "Prompt is too long: the conversation is {} bytes as a Kiro request, over the {}-byte limit Kiro accepts (KIRO_MAX_PAYLOAD_BYTES); shorten or compact it",
+            bytes.len(),
+            cfg.max_payload_bytes
+        ))
+        .with_code("prompt_too_long"));
+    }
     Ok(Prepared {
         body: Bytes::from(bytes),
         prompt_estimate: estimate,
@@ -274,7 +289,10 @@ where
                 usage: UsageTracker::new(estimate, resolved.max_input_tokens),
             };
             if D::is_stream(&body) {
-                Ok(SseBody::new(events, D::encoder(&body, meta)).into_response())
+                Ok(SseBody::new(events, D::encoder(&body, meta))
+                    .close_on(cfg.close_streams.clone())
+                    .counted(&cfg.open_streams)
+                    .into_response())
             } else {
                 Ok(fold(events, D::folder(&body, meta), D::DIALECT).await)
             }

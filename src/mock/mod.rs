@@ -525,10 +525,16 @@ fn list_models(state: &MockState, token: Option<&str>, path: &str) -> Response<B
 }
 
 async fn generate(state: &MockState, token: Option<&str>, body: &[u8]) -> Response<Body> {
-    let reply = lock(&state.replies).pop_front();
-    if let Some(Reply::Status { status, body }) = &reply {
-        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return full(status, body.clone());
+    // a scripted error status is answered before anything is checked (it stands for the
+    // service failing); a scripted stream is only used by a request the service would accept
+    {
+        let mut q = lock(&state.replies);
+        if let Some(Reply::Status { status, body }) = q.front() {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = body.clone();
+            q.pop_front();
+            return full(status, body);
+        }
     }
     if !token_ok(state, token) {
         return full(StatusCode::FORBIDDEN, BAD_TOKEN);
@@ -553,6 +559,7 @@ async fn generate(state: &MockState, token: Option<&str>, body: &[u8]) -> Respon
             r#"{"message":"User is not authorized to make this call.","reason":null}"#,
         );
     }
+    let reply = lock(&state.replies).pop_front();
     let script = match reply {
         Some(Reply::Stream(s)) => s,
         _ => lock(&state.default_reply)

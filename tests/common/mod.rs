@@ -84,6 +84,7 @@ pub fn simple_body(content: &str, profile_arn: Option<String>) -> Bytes {
 pub struct Running {
     pub addr: SocketAddr,
     pub mock: MockKiro,
+    pub gateway: Gateway,
     pub shutdown: CancellationToken,
     pub http: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
@@ -113,12 +114,19 @@ pub async fn start_with(mock_cfg: MockConfig, tweak: impl FnOnce(&mut Config)) -
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, gw.router(), shutdown.clone()));
+    tokio::spawn(serve(
+        listener,
+        gw.router(),
+        shutdown.clone(),
+        gw.parts.translate.close_streams.clone(),
+        kiro_gateway::server::ServeOptions::default(),
+    ));
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     Running {
         addr,
         mock,
+        gateway: gw,
         shutdown,
         http,
     }

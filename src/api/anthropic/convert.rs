@@ -230,8 +230,12 @@ pub fn to_conversation(
     req: &MessagesRequest,
     require_max_tokens: bool,
 ) -> Result<Conversation, GatewayError> {
-    if require_max_tokens && req.max_tokens.is_none() {
-        return Err(bad("max_tokens: Field required").with_param("max_tokens"));
+    match req.max_tokens {
+        None if require_max_tokens => {
+            return Err(bad("max_tokens: Field required").with_param("max_tokens"))
+        }
+        Some(0) => return Err(bad("max_tokens: must be at least 1").with_param("max_tokens")),
+        _ => {}
     }
     for (name, v) in [("temperature", req.temperature), ("top_p", req.top_p)] {
         if v.is_some_and(|t| !(0.0..=1.0).contains(&t)) {

@@ -198,6 +198,14 @@ pub fn to_conversation(req: &ChatCompletionRequest) -> Result<Conversation, Gate
     if req.messages.is_empty() {
         return Err(bad("messages must not be empty", "messages"));
     }
+    for (name, v) in [
+        ("max_tokens", req.max_tokens),
+        ("max_completion_tokens", req.max_completion_tokens),
+    ] {
+        if v == Some(0) {
+            return Err(bad(format!("{name} must be at least 1"), name));
+        }
+    }
     let mut system_parts = Vec::new();
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {

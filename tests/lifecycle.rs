@@ -1,0 +1,161 @@
+//! Shutdown and connection hygiene: graceful shutdown with a grace period, SIGTERM on the real
+//! binary, slow-loris clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use kiro_gateway::config::Config;
+use kiro_gateway::mock::{MockConfig, MockKiro, Reply, Script};
+use kiro_gateway::server::{serve, Gateway, ServeOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+struct Server {
+    addr: std::net::SocketAddr,
+    mock: MockKiro,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn server(opts: ServeOptions) -> Server {
+    let mock = MockKiro::start(MockConfig::default()).await.unwrap();
+    let mut cfg = Config {
+        fake_reasoning: false,
+        ..Default::default()
+    };
+    cfg.use_mock(&mock);
+    let gw = Gateway::from_config(&cfg.validate().unwrap()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve(
+        listener,
+        gw.router(),
+        shutdown.clone(),
+        gw.parts.translate.close_streams.clone(),
+        opts,
+    ));
+    Server {
+        addr,
+        mock,
+        shutdown,
+        task,
+    }
+}
+
+fn stream_request(addr: std::net::SocketAddr) -> http::Request<Full<bytes::Bytes>> {
+    http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(
+            r#"{"model":"claude-sonnet-4-5","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap()
+}
+
+fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<bytes::Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+#[tokio::test]
+async fn shutdown_lets_short_streams_finish_and_cuts_long_ones_with_an_error() {
+    let s = server(ServeOptions {
+        grace: Duration::from_millis(400),
+        ..Default::default()
+    })
+    .await;
+    // one stream that ends within the grace period, one that would take ~10 s
+    s.mock.push_reply(Reply::Stream(
+        Script::text("short answer", 4).write_pause(Duration::from_millis(5)),
+    ));
+    s.mock.push_reply(Reply::Stream(
+        Script::text(&"long ".repeat(2000), 5).write_pause(Duration::from_millis(5)),
+    ));
+    let c = client();
+    let short = c.request(stream_request(s.addr)).await.unwrap();
+    let long = c.request(stream_request(s.addr)).await.unwrap();
+    s.shutdown.cancel();
+    let short_body = short.into_body().collect().await.unwrap().to_bytes();
+    let long_body = long.into_body().collect().await.unwrap().to_bytes();
+    let short_text = String::from_utf8_lossy(&short_body);
+    let long_text = String::from_utf8_lossy(&long_body);
+    assert!(short_text.ends_with("data: [DONE]\n\n"), "{short_text}");
+    assert!(
+        long_text.contains("shutting down"),
+        "{}",
+        &long_text[long_text.len().saturating_sub(300)..]
+    );
+    assert!(!long_text.contains("[DONE]"));
+    // the server returned, and no longer accepts connections
+    let res = tokio::time::timeout(Duration::from_secs(5), s.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(res.is_ok());
+    assert!(tokio::net::TcpStream::connect(s.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn slow_loris_clients_are_disconnected() {
+    let s = server(ServeOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // ...and never finishes the headers
+    let mut buf = Vec::new();
+    let t0 = tokio::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    s.shutdown.cancel();
+}
+
+#[test]
+fn sigterm_stops_the_binary_with_exit_code_zero() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiro-gateway"))
+        .args(["--demo", "--port", "0"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    // wait until it listens (it prints the curl line then)
+    let mut ready = false;
+    for line in lines.by_ref() {
+        if line.unwrap().trim_start().starts_with("curl ") {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // up to 10 s
+    for attempt in 0.. {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "exit status {code:?}");
+            break;
+        }
+        assert!(attempt < 500, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
