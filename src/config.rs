@@ -102,6 +102,8 @@ pub struct Config {
     /// `CORS_ALLOW_ORIGINS`: comma-separated origins; empty: CORS off
     pub cors_allow_origins: Vec<String>,
 
+    /// `WORKER_THREADS`: async worker threads (0: one per CPU core)
+    pub worker_threads: usize,
     /// `LOG_LEVEL`: trace, debug, info, warning, error
     pub log_level: String,
     /// `LOG_FORMAT`: text or json
@@ -150,6 +152,7 @@ impl Default for Config {
             max_body_bytes: 32 * 1024 * 1024,
             kiro_max_payload_bytes: 600_000,
             cors_allow_origins: Vec::new(),
+            worker_threads: 0,
             log_level: "info".into(),
             log_format: "text".into(),
             debug_mode: "off".into(),
@@ -194,6 +197,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAX_BODY_BYTES", "max_body_bytes"),
     ("KIRO_MAX_PAYLOAD_BYTES", "kiro_max_payload_bytes"),
     ("CORS_ALLOW_ORIGINS", "cors_allow_origins"),
+    ("WORKER_THREADS", "worker_threads"),
     ("LOG_LEVEL", "log_level"),
     ("LOG_FORMAT", "log_format"),
     ("DEBUG_MODE", "debug_mode"),
@@ -308,6 +312,7 @@ impl Config {
                     .map(str::to_owned)
                     .collect()
             }
+            "WORKER_THREADS" => self.worker_threads = parse_num(name, v)?,
             "LOG_LEVEL" => self.log_level = v.to_owned(),
             "LOG_FORMAT" => self.log_format = v.to_owned(),
             "DEBUG_MODE" => self.debug_mode = v.to_owned(),

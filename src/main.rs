@@ -29,17 +29,31 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiro-gateway: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(h) = args.host.clone() {
+        cfg.host = h;
+    }
+    if let Some(p) = args.port {
+        cfg.port = p;
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.worker_threads > 0 {
+        builder.worker_threads(cfg.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kiro-gateway: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, cfg)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiro-gateway: {e}");
@@ -64,14 +78,7 @@ fn init_logs(filter: &str, json: bool) {
     }
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut cfg = Config::load(args.config.as_deref())?;
-    if let Some(h) = args.host {
-        cfg.host = h;
-    }
-    if let Some(p) = args.port {
-        cfg.port = p;
-    }
+async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     // the demo: an in-process mock upstream on loopback, with its own credentials
     let mut _mock = None;
     if args.demo {

@@ -306,7 +306,12 @@ impl UpstreamHttp {
             .enable_http1()
             .enable_http2()
             .wrap_connector(UpstreamConnector::new(cfg)?);
+        // Read buffers stay small (an event stream is read frame by frame; nothing needs a big
+        // buffer), and the pool keeps a bounded number of idle connections: both keep memory
+        // per open stream low and flat.
         let client = Client::builder(TokioExecutor::new())
+            .http1_max_buf_size(16 * 1024)
+            .pool_max_idle_per_host(256)
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);

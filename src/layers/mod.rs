@@ -65,6 +65,25 @@ where
     D: DialectApi,
     D::Request: serde::de::DeserializeOwned + ModelRequest + Sync,
 {
+    gateway_stack_over::<D, _>(parts, parts.client.clone())
+}
+
+/// [`gateway_stack`] over another upstream service than the HTTP client (an in-process fake
+/// for benches, a recording wrapper, an account pool).
+pub fn gateway_stack_over<D, S>(parts: &StackParts, upstream: S) -> ChatService
+where
+    D: DialectApi,
+    D::Request: serde::de::DeserializeOwned + ModelRequest + Sync,
+    S: tower::Service<
+            crate::kiro::GenerateRequest,
+            Response = crate::kiro::GenerateResponse,
+            Error = crate::kiro::Error,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
     let svc = ServiceBuilder::new()
         .layer(parts.api_keys.clone())
         .layer(JsonBodyLayer::<D::Request>::new(parts.body_limit))
@@ -73,6 +92,6 @@ where
         .layer(TranslateLayer::<D>::new(parts.translate.clone()))
         .layer(RetryLayer::new(parts.retry.clone()))
         .layer(KiroAuthLayer::new(parts.tokens.clone()))
-        .service(parts.client.clone());
+        .service(upstream);
     BoxCloneSyncService::new(svc)
 }
