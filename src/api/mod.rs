@@ -237,19 +237,44 @@ impl<E: Encoder + Unpin> SseBody<E> {
     }
 }
 
+/// Bytes of SSE events gathered into one body frame when several are ready at once.
+const COALESCE_LIMIT: usize = 8 * 1024;
+
+impl<E: Encoder> SseBody<E> {
+    /// Everything pending as one frame (events that were ready together leave in one write);
+    /// output restarts the keep-alive timer.
+    fn take_pending(&mut self) -> Bytes {
+        let next = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+        self.idle.as_mut().reset(next);
+        if self.pending.len() == 1 {
+            return self.pending.pop_front().unwrap_or_default();
+        }
+        let len = self.pending.iter().map(Bytes::len).sum();
+        let mut out = bytes::BytesMut::with_capacity(len);
+        for b in self.pending.drain(..) {
+            out.extend_from_slice(&b);
+        }
+        out.freeze()
+    }
+
+    fn pending_len(&self) -> usize {
+        self.pending.iter().map(Bytes::len).sum()
+    }
+}
+
 impl<E: Encoder + Unpin> Stream for SseBody<E> {
     type Item = Result<Bytes, Infallible>;
 
+    /// Pulls upstream events while they are ready (never waiting for more), encodes them, and
+    /// yields what they produced as one frame: no added latency, fewer writes under bursts.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(b) = this.pending.pop_front() {
-                let next = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
-                this.idle.as_mut().reset(next);
-                return Poll::Ready(Some(Ok(b)));
-            }
-            if this.done {
-                return Poll::Ready(None);
+            if this.done || this.pending_len() >= COALESCE_LIMIT {
+                if this.pending.is_empty() {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Ok(this.take_pending())));
             }
             match this.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(ev))) => this.encoder.on_event(ev, &mut this.scratch),
@@ -268,6 +293,9 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                     this.encoder.on_end(End::Complete, &mut this.scratch);
                 }
                 Poll::Pending => {
+                    if !this.pending.is_empty() {
+                        return Poll::Ready(Some(Ok(this.take_pending())));
+                    }
                     if let Some(closing) = this.closing.as_mut() {
                         if closing.as_mut().poll(cx).is_ready() {
                             this.done = true;
@@ -285,13 +313,11 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                     if this.idle.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
+                    let next = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                    this.idle.as_mut().reset(next);
                     match this.encoder.keepalive() {
-                        Some(b) => this.scratch.push(b),
-                        None => {
-                            let next = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
-                            this.idle.as_mut().reset(next);
-                            return Poll::Pending;
-                        }
+                        Some(b) => return Poll::Ready(Some(Ok(b))),
+                        None => return Poll::Pending,
                     }
                 }
             }
