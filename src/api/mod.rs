@@ -347,6 +347,21 @@ pub async fn fold<F: Folder>(
     folder.finish(End::Complete)
 }
 
+/// A folded (non-stream) answer: the JSON body, and the Kiro credits as `x-kiro-credits`.
+pub fn answer_response(body: &serde_json::Value, credits: Option<f64>) -> Response<Body> {
+    let mut r = Response::new(Body::from(body.to_string()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(c) = credits {
+        if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+            r.headers_mut().insert("x-kiro-credits", v);
+        }
+    }
+    r
+}
+
 /// `data: {json}\n\n`
 pub fn sse_data(v: &serde_json::Value) -> Bytes {
     let mut s = String::with_capacity(64);

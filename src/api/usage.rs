@@ -84,6 +84,15 @@ impl UsageTracker {
         self.reasoning.add(text);
     }
 
+    /// Count a tool call's argument text.
+    pub fn add_tool_input(&mut self, input: &crate::kiro::ToolInput) {
+        match input {
+            crate::kiro::ToolInput::Fragment(s) => self.completion.add(s),
+            crate::kiro::ToolInput::Whole(v) => self.completion.add(&v.to_string()),
+            crate::kiro::ToolInput::None => {}
+        }
+    }
+
     /// Count output text (answer or tool arguments).
     pub fn add_output(&mut self, text: &str) {
         self.completion.add(text);

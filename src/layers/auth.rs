@@ -25,18 +25,16 @@
 //! # }
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use pin_project::pin_project;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::future::ResponseFuture;
 use crate::api::{Body, Dialect};
 use crate::error::GatewayError;
 
@@ -131,9 +129,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if self.allowed(&req) {
-            ResponseFuture::Inner {
-                fut: self.inner.call(req),
-            }
+            ResponseFuture::inner(self.inner.call(req))
         } else {
             let dialect = Dialect::of(&req);
             let err = GatewayError::unauthorized(match dialect {
@@ -143,37 +139,7 @@ where
                 Dialect::OpenAi => "Invalid or missing API key. Use Authorization: Bearer <key>.",
             });
             tracing::info!(path = %req.uri().path(), "rejected a request without a valid API key");
-            ResponseFuture::Rejected {
-                resp: Some(dialect.error_response(&err)),
-            }
-        }
-    }
-}
-
-#[pin_project(project = Proj)]
-pub enum ResponseFuture<F> {
-    Inner {
-        #[pin]
-        fut: F,
-    },
-    Rejected {
-        resp: Option<Response<Body>>,
-    },
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, E>>,
-{
-    type Output = Result<Response<Body>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Proj::Inner { fut } => fut.poll(cx),
-            Proj::Rejected { resp } => match resp.take() {
-                Some(r) => Poll::Ready(Ok(r)),
-                None => Poll::Pending,
-            },
+            ResponseFuture::rejected(dialect.error_response(&err))
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod capture;
 pub mod decode;
+pub mod future;
 pub mod model;
 pub mod retry;
 pub mod translate;

@@ -4,16 +4,14 @@
 //! catalogue is configured to, it is passed through unchanged).
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use pin_project::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::future::ResponseFuture;
 use crate::api::{Body, Dialect};
 use crate::error::GatewayError;
 pub use crate::models::{ModelCatalog, ResolvedModel};
@@ -82,9 +80,7 @@ where
             Ok(resolved) => {
                 tracing::debug!(requested = %resolved.requested, kiro_id = %resolved.kiro_id, "model resolved");
                 req.extensions_mut().insert(resolved);
-                ResponseFuture::Inner {
-                    fut: self.inner.call(req),
-                }
+                ResponseFuture::inner(self.inner.call(req))
             }
             Err(close) => {
                 let name = req.body().model();
@@ -98,38 +94,8 @@ where
                 ))
                 .with_param("model")
                 .with_code("model_not_found");
-                ResponseFuture::Rejected {
-                    resp: Some(Dialect::of(&req).error_response(&err)),
-                }
+                ResponseFuture::rejected(Dialect::of(&req).error_response(&err))
             }
-        }
-    }
-}
-
-#[pin_project(project = Proj)]
-pub enum ResponseFuture<F> {
-    Inner {
-        #[pin]
-        fut: F,
-    },
-    Rejected {
-        resp: Option<Response<Body>>,
-    },
-}
-
-impl<F> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, Infallible>>,
-{
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Proj::Inner { fut } => fut.poll(cx),
-            Proj::Rejected { resp } => match resp.take() {
-                Some(r) => Poll::Ready(Ok(r)),
-                None => Poll::Pending,
-            },
         }
     }
 }

@@ -10,7 +10,7 @@
 //! `message_delta` stop and no `message_stop` after it.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
+use http::Response;
 use serde_json::{json, Value};
 
 use crate::api::jsonsplit::SafeJsonSplitter;
@@ -259,11 +259,7 @@ impl Folder for MessagesFolder {
                 self.thinking.push_str(&text);
             }
             Event::ToolUse(t) => {
-                match &t.input {
-                    ToolInput::Fragment(s) => self.meta.usage.add_output(s),
-                    ToolInput::Whole(v) => self.meta.usage.add_output(&v.to_string()),
-                    ToolInput::None => {}
-                }
+                self.meta.usage.add_tool_input(&t.input);
                 let before = self.tools.calls().len();
                 let idx = self.tools.push(&t);
                 if self.tools.calls().len() > before {
@@ -307,16 +303,6 @@ impl Folder for MessagesFolder {
             "content": content, "stop_reason": stop_reason(end, !calls.is_empty()), "stop_sequence": null,
             "usage": {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens},
         });
-        let mut r = Response::new(Body::from(body.to_string()));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(c) = u.credits {
-            if let Ok(v) = HeaderValue::from_str(&format!("{c}")) {
-                r.headers_mut().insert("x-kiro-credits", v);
-            }
-        }
-        r
+        crate::api::answer_response(&body, u.credits)
     }
 }

@@ -11,7 +11,7 @@
 //! A failure sends one `data: {"error":…}` and ends: no finish reason, no `[DONE]`.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
+use http::Response;
 use serde_json::{json, Value};
 
 use crate::api::usage::Usage;
@@ -229,11 +229,7 @@ impl Folder for ChatFolder {
                 self.reasoning.push_str(&text);
             }
             Event::ToolUse(t) => {
-                match &t.input {
-                    ToolInput::Fragment(s) => self.meta.usage.add_output(s),
-                    ToolInput::Whole(v) => self.meta.usage.add_output(&v.to_string()),
-                    ToolInput::None => {}
-                }
+                self.meta.usage.add_tool_input(&t.input);
                 self.tools.push(&t);
             }
             other => self.meta.usage.on_event(&other),
@@ -267,17 +263,7 @@ impl Folder for ChatFolder {
             "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
             "usage": usage_json(&usage),
         });
-        let mut r = Response::new(Body::from(body.to_string()));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(c) = usage.credits {
-            if let Ok(v) = HeaderValue::from_str(&format!("{c}")) {
-                r.headers_mut().insert("x-kiro-credits", v);
-            }
-        }
-        r
+        crate::api::answer_response(&body, usage.credits)
     }
 }
 
