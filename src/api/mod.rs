@@ -49,8 +49,13 @@ impl Dialect {
         if let Some(d) = req.extensions().get::<Dialect>() {
             return *d;
         }
-        match Dialect::from_path(req.uri().path()) {
-            Dialect::OpenAi if req.headers().contains_key("anthropic-version") => {
+        let path = req.uri().path();
+        match Dialect::from_path(path) {
+            // only the shared routes (/v1/models, unknown ones) go by the header
+            Dialect::OpenAi
+                if !path.contains("/chat/completions")
+                    && req.headers().contains_key("anthropic-version") =>
+            {
                 Dialect::Anthropic
             }
             d => d,
@@ -453,6 +458,22 @@ mod tests {
         assert!(before.elapsed() >= KEEPALIVE_INTERVAL);
         assert_eq!(body.next().await.unwrap().unwrap(), ": keep-alive\n\n");
         assert!(before.elapsed() >= KEEPALIVE_INTERVAL * 2);
+    }
+
+    #[test]
+    fn dialect_of_a_request() {
+        let r = |path: &str, anthropic: bool| {
+            let mut b = http::Request::get(path);
+            if anthropic {
+                b = b.header("anthropic-version", "2023-06-01");
+            }
+            Dialect::of(&b.body(()).unwrap())
+        };
+        assert_eq!(r("/v1/messages", false), Dialect::Anthropic);
+        assert_eq!(r("/v1/chat/completions", false), Dialect::OpenAi);
+        assert_eq!(r("/v1/chat/completions", true), Dialect::OpenAi);
+        assert_eq!(r("/v1/models", true), Dialect::Anthropic);
+        assert_eq!(r("/v1/models", false), Dialect::OpenAi);
     }
 
     #[tokio::test]
