@@ -101,6 +101,10 @@ pub fn check_content_type(headers: &http::HeaderMap) -> Result<(), GatewayError>
     Err(e)
 }
 
+/// A client that sends its headers and then trickles (or withholds) the body is cut off after
+/// this long with a 408: no request holds a task forever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Read and parse a body (see the module docs).
 pub async fn read_json<T: DeserializeOwned>(
     body: Body,
@@ -110,7 +114,16 @@ pub async fn read_json<T: DeserializeOwned>(
     if declared_len.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::too_large(limit));
     }
-    let bytes = match Limited::new(body, limit).collect().await {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect());
+    let Ok(collected) = read.await else {
+        let mut e = GatewayError::invalid_request(format!(
+            "the request body did not arrive within {} s",
+            BODY_READ_TIMEOUT.as_secs()
+        ));
+        e.status = http::StatusCode::REQUEST_TIMEOUT;
+        return Err(e);
+    };
+    let bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -178,5 +191,37 @@ where
                 Err(e) => Ok(dialect.error_response(&e)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_arrives_times_out_with_408() {
+        let stalled =
+            Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+        let err = read_json::<serde_json::Value>(stalled, 1024, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, http::StatusCode::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn json_is_read_and_limits_hold() {
+        let (v, raw) = read_json::<serde_json::Value>(Body::from("{\"a\":1}"), 1024, None)
+            .await
+            .unwrap();
+        assert_eq!(v["a"], 1);
+        assert_eq!(&raw[..], b"{\"a\":1}");
+        let err = read_json::<serde_json::Value>(Body::from("x".repeat(2000)), 1024, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, http::StatusCode::PAYLOAD_TOO_LARGE);
+        let err = read_json::<serde_json::Value>(Body::empty(), 1024, Some(5000))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, http::StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
