@@ -288,7 +288,7 @@ impl TokenManager {
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
-        match self.refresh_locked().await {
+        match self.refresh_after_reread(None).await {
             Ok(t) => Ok(t),
             Err(e) if e.is_transient() => match self.unexpired() {
                 Some(t) => {
@@ -318,10 +318,6 @@ impl TokenManager {
         }
         // The token the service refused must not be adopted again from the source.
         self.refresh_after_reread(Some(&failed.token)).await
-    }
-
-    async fn refresh_locked(&self) -> Result<AccessToken, AuthError> {
-        self.refresh_after_reread(None).await
     }
 
     async fn refresh_after_reread(

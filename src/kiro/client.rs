@@ -484,7 +484,8 @@ pub struct GenerateRequest {
     /// 1-based attempt number and the most attempts, for `amz-sdk-request`.
     pub attempt: u32,
     pub max_attempts: u32,
-    /// Per-request data for the layers below (e.g. a [`RawTap`] from debug capture).
+    /// Per-request data for the layers below the translation (none of the bundled layers
+    /// needs any yet).
     pub extensions: http::Extensions,
 }
 
@@ -499,10 +500,6 @@ impl GenerateRequest {
         }
     }
 }
-
-/// Put into [`GenerateRequest::extensions`] to observe the raw upstream body bytes.
-#[derive(Clone)]
-pub struct RawTap(pub Arc<dyn Fn(&Bytes) + Send + Sync>);
 
 /// The typed events of an answer, boxed so layers (retry, capture) can wrap them.
 pub type KiroEvents = Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
@@ -630,7 +627,6 @@ impl Service<GenerateRequest> for KiroClient {
     fn call(&mut self, req: GenerateRequest) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let tap = req.extensions.get::<RawTap>().cloned();
             let token = req
                 .token
                 .clone()
@@ -662,10 +658,7 @@ impl Service<GenerateRequest> for KiroClient {
                     body,
                 ))));
             }
-            let mut events = EventStream::new(body, &this.cfg);
-            if let Some(tap) = tap {
-                events = events.with_tap(move |b| tap.0(b));
-            }
+            let events = EventStream::new(body, &this.cfg);
             Ok(GenerateResponse {
                 status: parts.status,
                 headers: parts.headers,
@@ -674,9 +667,6 @@ impl Service<GenerateRequest> for KiroClient {
         })
     }
 }
-
-/// Observer of raw upstream bytes.
-type Tap = Box<dyn FnMut(&Bytes) + Send>;
 
 /// Events decoded from an upstream body, as they arrive (see the module docs).
 ///
@@ -694,9 +684,6 @@ pub struct EventStream<B> {
     require_end_events: bool,
     saw_end_marker: bool,
     finished: bool,
-    /// Raw bytes observer (debug capture); gets every body chunk as it arrives.
-    tap: Option<Tap>,
-    bytes_read: u64,
 }
 
 impl<B> EventStream<B> {
@@ -709,20 +696,7 @@ impl<B> EventStream<B> {
             require_end_events: cfg.require_end_events,
             saw_end_marker: false,
             finished: false,
-            tap: None,
-            bytes_read: 0,
         }
-    }
-
-    /// Observe every raw body chunk (cheap `Bytes` clones) — used by debug capture.
-    pub fn with_tap(mut self, tap: impl FnMut(&Bytes) + Send + 'static) -> Self {
-        self.tap = Some(Box::new(tap));
-        self
-    }
-
-    /// Upstream body bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
     }
 }
 
@@ -768,10 +742,6 @@ where
                     let deadline = tokio::time::Instant::now() + *this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
                     if let Ok(data) = frame.into_data() {
-                        *this.bytes_read += data.len() as u64;
-                        if let Some(tap) = this.tap.as_mut() {
-                            tap(&data);
-                        }
                         this.decoder.push(&data);
                     }
                 }

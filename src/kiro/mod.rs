@@ -8,7 +8,7 @@ pub mod types;
 
 pub use client::{
     EndpointTemplates, EventStream, GenerateRequest, GenerateResponse, HttpConfig, KiroClient,
-    KiroClientConfig, KiroEvents, KiroHeaders, RawTap, UpstreamHttp,
+    KiroClientConfig, KiroEvents, KiroHeaders, UpstreamHttp,
 };
 pub use error::{Error, UpstreamStatus};
 pub use events::{Event, StreamException, ToolCallAssembler, ToolInput, ToolUseEvent};
