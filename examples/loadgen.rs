@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo build --release --bin kiro-gateway
-//! cargo run --release --example loadgen -- [--gateway target/release/kiro-gateway] [--secs 3]
+//! cargo run --release --example loadgen -- [--gateway target/release/kiro-gateway] [--secs 3] [--pin]
 //! ```
+//!
+//! `--pin` gives the gateway CPU 1 to itself and puts the load generator and the mock on CPU 0
+//! (with `taskset`), the usual way to measure a proxy: without it all three compete for both
+//! cores, and the ratios charge the gateway for the load generator's own work.
 //!
 //! It reports, for non-stream requests at concurrency 1, 16 and 64, requests/s and p50/p99
 //! latency; for 200 and 1000 concurrent streams of 200 chunks, chunks/s and time to first
@@ -31,18 +35,22 @@ type Http = Client<HttpConnector, Full<Bytes>>;
 struct Args {
     gateway: String,
     secs: f64,
+    /// `--pin`: the gateway on CPU 1, this process (load generator and mock) on CPU 0
+    pin: bool,
 }
 
 fn args() -> Args {
     let mut a = Args {
         gateway: "target/release/kiro-gateway".into(),
         secs: 3.0,
+        pin: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--gateway" => a.gateway = it.next().expect("--gateway PATH"),
             "--secs" => a.secs = it.next().expect("--secs N").parse().expect("a number"),
+            "--pin" => a.pin = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -170,6 +178,20 @@ async fn streams(http: &Http, t: &Target, n: usize) -> (f64, Vec<Duration>) {
     ((n * 200) as f64 / took, ttfc)
 }
 
+/// Moves every thread of `pid` to `cpu` (util-linux `taskset`).
+fn pin(pid: u32, cpu: &str) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "taskset -a -p -c {cpu} {pid} failed (is util-linux installed?)"
+    );
+}
+
 fn spawn_gateway(bin: &str, mock: &str, port: u16) -> Child {
     let bin = std::fs::canonicalize(bin).unwrap_or_else(|e| {
         panic!("{bin}: {e} (build it with cargo build --release --bin kiro-gateway)")
@@ -219,6 +241,10 @@ async fn main() {
     let gw_addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut child = spawn_gateway(&a.gateway, &mock.url(), port);
     let pid = child.id();
+    if a.pin {
+        pin(std::process::id(), "0");
+        pin(pid, "1");
+    }
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let http: Http = Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -269,8 +295,13 @@ async fn main() {
     };
 
     println!(
-        "# kiro-gateway load benchmark ({} s per non-stream level)",
-        a.secs
+        "# kiro-gateway load benchmark ({} s per non-stream level; {})",
+        a.secs,
+        if a.pin {
+            "gateway pinned to CPU 1, load generator and mock to CPU 0"
+        } else {
+            "all processes share the cores"
+        }
     );
     println!("\n## non-stream (answer: 20 text events)\n");
     println!(
@@ -310,7 +341,7 @@ async fn main() {
         s = s.event(kiro_gateway::mock::MockEvent::Text(c.clone()));
     }
     mock.set_default_reply(Some(s.end().max_write(1 << 16)));
-    let mut peak = 0;
+    let mut peaks = Vec::new();
     for n in [200usize, 1000] {
         let (bcps, bttfc) = streams(&http, &baseline, n).await;
         let sampler = {
@@ -328,7 +359,7 @@ async fn main() {
         };
         let (gcps, gttfc) = streams(&http, &via_gateway(true), n).await;
         sampler.0.store(true, std::sync::atomic::Ordering::Relaxed);
-        peak = peak.max(sampler.1.await.unwrap());
+        peaks.push((n, sampler.1.await.unwrap()));
         println!(
             "| {n} | {bcps:.0} | {gcps:.0} | {:.0} % | {} / {} | {} / {} |",
             gcps / bcps * 100.0,
@@ -339,10 +370,14 @@ async fn main() {
         );
     }
     let hwm = status_kib(pid, "VmHWM:");
+    let peaks: Vec<String> = peaks
+        .iter()
+        .map(|(n, kib)| format!("{:.1} MB with {n} streams", *kib as f64 / 1024.0))
+        .collect();
     println!(
-        "\ngateway RSS: idle {:.1} MB, peak {:.1} MB (sampled), high-water mark {:.1} MB",
+        "\ngateway RSS: idle {:.1} MB; peak (sampled) {}; high-water mark {:.1} MB",
         idle_rss as f64 / 1024.0,
-        peak as f64 / 1024.0,
+        peaks.join(", "),
         hwm as f64 / 1024.0
     );
     let _ = child.kill();

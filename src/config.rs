@@ -102,7 +102,7 @@ pub struct Config {
     /// `CORS_ALLOW_ORIGINS`: comma-separated origins; empty: CORS off
     pub cors_allow_origins: Vec<String>,
 
-    /// `WORKER_THREADS`: async worker threads (0: one per CPU core)
+    /// `WORKER_THREADS`: async worker threads (0: one per CPU core; 1: a single-threaded runtime)
     pub worker_threads: usize,
     /// `LOG_LEVEL`: trace, debug, info, warning, error
     pub log_level: String,

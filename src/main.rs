@@ -42,8 +42,13 @@ fn main() -> std::process::ExitCode {
     if let Some(p) = args.port {
         cfg.port = p;
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.worker_threads > 0 {
+    // one worker: a current-thread runtime, which never wakes another thread for a task
+    let mut builder = if cfg.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if cfg.worker_threads > 1 {
         builder.worker_threads(cfg.worker_threads);
     }
     let runtime = match builder.enable_all().build() {

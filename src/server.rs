@@ -399,7 +399,9 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// A client must send its request headers within this time (slow-loris guard).
     pub header_read_timeout: Duration,
-    /// Bound on the request head (HTTP/1 read buffer, HTTP/2 header list).
+    /// Bound on the request head (HTTP/1 read buffer, HTTP/2 header list). For HTTP/1 it also
+    /// caps what hyper queues for a slow reader before it stops pulling the response body, so
+    /// it is kept small (16 KiB, a few times what any known client sends as headers).
     pub max_header_bytes: usize,
 }
 
@@ -408,7 +410,7 @@ impl Default for ServeOptions {
         ServeOptions {
             grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
         }
     }
 }
