@@ -66,6 +66,9 @@ pub struct MockConfig {
     pub models: Vec<String>,
     /// Models per ListAvailableModels page (0: all in one page).
     pub page_size: usize,
+    /// Extra members merged into a listed model's JSON, by model id (e.g. `tokenLimits` or
+    /// `additionalModelRequestFieldsSchema`); replaces the defaults of the same name.
+    pub model_fields: Vec<(String, Value)>,
     /// Delay of every refresh answer (to make concurrent refreshes overlap in tests).
     pub refresh_delay: Duration,
 }
@@ -92,6 +95,7 @@ impl Default for MockConfig {
             .map(String::from)
             .collect(),
             page_size: 0,
+            model_fields: Vec::new(),
             refresh_delay: Duration::ZERO,
         }
     }
@@ -512,9 +516,19 @@ fn list_models(state: &MockState, token: Option<&str>, path: &str) -> Response<B
         .unwrap_or_default()
         .iter()
         .map(|id| {
-            json!({"modelId": id, "modelName": id, "description": "mock model",
+            let mut m = json!({"modelId": id, "modelName": id, "description": "mock model",
                    "supportedInputTypes": ["TEXT", "IMAGE"],
-                   "tokenLimits": {"maxInputTokens": 200000, "maxOutputTokens": 64000}})
+                   "tokenLimits": {"maxInputTokens": 200000, "maxOutputTokens": 64000}});
+            for (mid, extra) in &state.cfg.model_fields {
+                if let (true, Some(obj), Some(extra)) =
+                    (mid == id, m.as_object_mut(), extra.as_object())
+                {
+                    for (k, v) in extra {
+                        obj.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            m
         })
         .collect();
     let mut answer = json!({"models": models, "defaultModel": {"modelId": "auto"}});
