@@ -21,6 +21,7 @@ fn resolved() -> ResolvedModel {
         requested: "claude-sonnet-4-5".into(),
         kiro_id: "claude-sonnet-4.5".into(),
         max_input_tokens: 200_000,
+        reasoning_schema: None,
     }
 }
 

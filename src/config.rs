@@ -95,6 +95,9 @@ pub struct Config {
     pub fake_reasoning_max_tokens: u32,
     /// `FAKE_REASONING_HANDLING`: as_reasoning_content, remove, pass, strip_tags
     pub fake_reasoning_handling: String,
+    /// `REASONING_MODE`: auto (native reasoning where the model advertises it, else prompt
+    /// tags), native, prompt
+    pub reasoning_mode: String,
     /// `MAX_BODY_BYTES`
     pub max_body_bytes: usize,
     /// `KIRO_MAX_PAYLOAD_BYTES`: largest translated request sent to Kiro (0: no limit)
@@ -149,6 +152,7 @@ impl Default for Config {
             fake_reasoning: true,
             fake_reasoning_max_tokens: 4000,
             fake_reasoning_handling: "as_reasoning_content".into(),
+            reasoning_mode: "auto".into(),
             max_body_bytes: 32 * 1024 * 1024,
             kiro_max_payload_bytes: 600_000,
             cors_allow_origins: Vec::new(),
@@ -194,6 +198,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FAKE_REASONING", "fake_reasoning"),
     ("FAKE_REASONING_MAX_TOKENS", "fake_reasoning_max_tokens"),
     ("FAKE_REASONING_HANDLING", "fake_reasoning_handling"),
+    ("REASONING_MODE", "reasoning_mode"),
     ("MAX_BODY_BYTES", "max_body_bytes"),
     ("KIRO_MAX_PAYLOAD_BYTES", "kiro_max_payload_bytes"),
     ("CORS_ALLOW_ORIGINS", "cors_allow_origins"),
@@ -304,6 +309,7 @@ impl Config {
             }
             "FAKE_REASONING_MAX_TOKENS" => self.fake_reasoning_max_tokens = parse_num(name, v)?,
             "FAKE_REASONING_HANDLING" => self.fake_reasoning_handling = v.to_owned(),
+            "REASONING_MODE" => self.reasoning_mode = v.to_owned(),
             "CORS_ALLOW_ORIGINS" => {
                 self.cors_allow_origins = v
                     .split(',')
@@ -396,6 +402,10 @@ impl Config {
             .fake_reasoning_handling
             .parse()
             .map_err(|e: String| invalid("FAKE_REASONING_HANDLING", e))?;
+        let reasoning_mode: crate::api::thinking::ReasoningMode = self
+            .reasoning_mode
+            .parse()
+            .map_err(|e: String| invalid("REASONING_MODE", e))?;
         let debug_mode: DebugMode = self
             .debug_mode
             .parse()
@@ -442,6 +452,7 @@ impl Config {
             log_filter,
             json_logs,
             thinking_mode,
+            reasoning_mode,
         })
     }
 }
@@ -458,6 +469,7 @@ pub struct ValidConfig {
     pub log_filter: &'static str,
     pub json_logs: bool,
     pub thinking_mode: crate::api::thinking::ThinkingMode,
+    pub reasoning_mode: crate::api::thinking::ReasoningMode,
 }
 
 impl ValidConfig {

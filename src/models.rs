@@ -38,6 +38,21 @@ pub struct ResolvedModel {
     /// What goes upstream as `modelId`.
     pub kiro_id: String,
     pub max_input_tokens: u64,
+    /// The catalogue's `additionalModelRequestFieldsSchema` for this model: it takes native
+    /// reasoning controls.
+    pub reasoning_schema: Option<std::sync::Arc<serde_json::Value>>,
+}
+
+impl ResolvedModel {
+    /// A name the catalogue does not know, sent as it is with the default window.
+    pub fn unknown(name: &str) -> Self {
+        ResolvedModel {
+            requested: name.to_owned(),
+            kiro_id: name.to_owned(),
+            max_input_tokens: DEFAULT_MAX_INPUT_TOKENS,
+            reasoning_schema: None,
+        }
+    }
 }
 
 /// Where the catalogue's current list came from.
@@ -227,6 +242,16 @@ impl ModelCatalog {
             .unwrap_or(DEFAULT_MAX_INPUT_TOKENS)
     }
 
+    fn reasoning_schema(&self, kiro_id: &str) -> Option<std::sync::Arc<serde_json::Value>> {
+        self.read()
+            .models
+            .iter()
+            .find(|m| m.model_id == kiro_id)
+            .and_then(|m| m.extra.get("additionalModelRequestFieldsSchema"))
+            .filter(|v| v.is_object())
+            .map(|v| std::sync::Arc::new(v.clone()))
+    }
+
     fn find_id(&self, name: &str) -> Option<String> {
         let s = self.read();
         s.models
@@ -240,6 +265,7 @@ impl ModelCatalog {
         let done = |id: String| ResolvedModel {
             requested: requested.to_owned(),
             max_input_tokens: self.max_input(&id),
+            reasoning_schema: self.reasoning_schema(&id),
             kiro_id: id,
         };
         let name = requested.trim();

@@ -93,6 +93,7 @@ impl Gateway {
                     budget: raw.fake_reasoning_max_tokens,
                 },
                 thinking_mode: cfg.thinking_mode,
+                reasoning_mode: cfg.reasoning_mode,
                 close_streams: CancellationToken::new(),
                 max_payload_bytes: raw.kiro_max_payload_bytes,
                 open_streams: Default::default(),
@@ -337,19 +338,18 @@ async fn count_tokens(State(gw): State<Gateway>, req: Request<Body>) -> Response
             body, limit, declared,
         )
         .await?;
-        let resolved = gw.parts.catalog.resolve(&body.model).unwrap_or_else(|_| {
-            crate::models::ResolvedModel {
-                requested: body.model.clone(),
-                kiro_id: body.model.clone(),
-                max_input_tokens: crate::models::DEFAULT_MAX_INPUT_TOKENS,
-            }
-        });
+        let resolved = gw
+            .parts
+            .catalog
+            .resolve(&body.model)
+            .unwrap_or_else(|_| crate::models::ResolvedModel::unknown(&body.model));
         let conv = crate::api::anthropic::to_conversation(&body, false)?;
         let opts = crate::api::conversation::BuildOptions {
             model_id: resolved.kiro_id,
             profile_arn: None,
             conversation_id: String::new(),
             tool_description_max: gw.parts.translate.tool_description_max,
+            ..Default::default()
         };
         let kiro = crate::api::conversation::to_kiro(conv, &opts)?;
         Ok::<_, GatewayError>(crate::api::usage::estimate_request(&kiro))

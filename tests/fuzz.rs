@@ -18,6 +18,7 @@ fn opts() -> BuildOptions {
         profile_arn: None,
         conversation_id: "c".into(),
         tool_description_max: 100,
+        ..Default::default()
     }
 }
 

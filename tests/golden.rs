@@ -1,5 +1,6 @@
-//! Golden SSE transcripts for both dialects: text, tool use (arguments cut inside escapes) and
-//! an error mid-stream, compared event by event as parsed JSON. Response ids and timestamps
+//! Golden SSE transcripts for both dialects: text, prompt-tag thinking, native reasoning
+//! (signed, redacted, service usage with cache figures), a `MAX_TOKENS` stop with a wrapped
+//! metadata payload, tool use (arguments cut inside escapes) and an error mid-stream, compared event by event as parsed JSON. Response ids and timestamps
 //! are masked; everything else (event order, block indexes, deltas, stop reasons, usage) must
 //! match `tests/fixtures/*.json` exactly. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites
 //! the fixtures (review the diff before committing it).
@@ -14,9 +15,39 @@ use serde_json::{json, Value};
 
 const TRICKY_ARGS: &str = r#"{"path":"C:\\tmp\\a \"b\".txt","text":"line1\nline2 é 😀","n":[1,2]}"#;
 
+/// Named answers; the `native_` ones run against a catalogue that advertises native reasoning.
 fn scripts() -> Vec<(&'static str, Script)> {
     vec![
         ("text", Script::text("Hello, wörld! 日本語 😀", 5)),
+        (
+            "native_reasoning",
+            Script::new()
+                .metadata()
+                .event(MockEvent::Reasoning {
+                    text: "Compare: 2 < 3, é.".into(),
+                    signature: Some("c2lnbmF0dXJl".into()),
+                    delta: 6,
+                })
+                .event(MockEvent::RedactedReasoning("cmVkYWN0ZWQ=".into()))
+                .text_deltas("Yes: 2 < 3.", 4)
+                .event(MockEvent::TokenUsage {
+                    usage: json!({"uncachedInputTokens": 15, "cacheReadInputTokens": 2048,
+                                  "cacheWriteInputTokens": 0, "outputTokens": 31, "totalTokens": 2094}),
+                    stop_reason: Some("END_TURN".into()),
+                })
+                .end(),
+        ),
+        (
+            "service_usage_max_tokens",
+            Script::new()
+                .metadata()
+                .text_deltas("A long answer", 4)
+                .event(MockEvent::Wrapped(Box::new(MockEvent::TokenUsage {
+                    usage: json!({"uncachedInputTokens": 900, "outputTokens": 64, "totalTokens": 964}),
+                    stop_reason: Some("MAX_TOKENS".into()),
+                })))
+                .end(),
+        ),
         (
             "thinking",
             Script::text("<thinking>Is 2 < 3? Yes, é.</thinking>\n\nIt is: 2 < 3.", 4),
@@ -43,6 +74,22 @@ fn scripts() -> Vec<(&'static str, Script)> {
             }),
         ),
     ]
+}
+
+async fn runner(name: &str) -> common::Running {
+    if !name.starts_with("native_") {
+        return start().await;
+    }
+    let schema = json!({"type": "object", "properties": {"thinking": {"type": "object",
+        "properties": {"type": {"enum": ["enabled"]}, "budget_tokens": {"type": "integer"}}}}});
+    let cfg = kiro_gateway::mock::MockConfig {
+        model_fields: vec![(
+            "claude-sonnet-4.5".into(),
+            json!({"additionalModelRequestFieldsSchema": schema}),
+        )],
+        ..Default::default()
+    };
+    common::start_with(cfg, |_| {}).await
 }
 
 fn mask(mut v: Value) -> Value {
@@ -111,7 +158,7 @@ fn check(name: &str, got: Vec<Value>) {
 #[tokio::test]
 async fn anthropic_transcripts_match_the_golden_files() {
     for (name, script) in scripts() {
-        let r = start().await;
+        let r = runner(name).await;
         r.mock.push_reply(Reply::Stream(script));
         let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 1024, "stream": true,
             "tools": [{"name": "write_file", "description": "Write a file",
@@ -128,7 +175,7 @@ async fn anthropic_transcripts_match_the_golden_files() {
 #[tokio::test]
 async fn openai_transcripts_match_the_golden_files() {
     for (name, script) in scripts() {
-        let r = start().await;
+        let r = runner(name).await;
         r.mock.push_reply(Reply::Stream(script));
         let body = json!({"model": "claude-sonnet-4-5", "stream": true,
             "stream_options": {"include_usage": true},

@@ -36,6 +36,27 @@ pub struct Message {
     pub images: Vec<Image>,
     pub tool_calls: Vec<ToolCall>,
     pub tool_results: Vec<ToolResultMsg>,
+    /// Reasoning the service signed, sent back by the client (assistant turns only).
+    pub reasoning: Vec<SignedReasoning>,
+}
+
+/// A reasoning block the service produced and signed, as a client sends it back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignedReasoning {
+    Text { text: String, signature: String },
+    Redacted { data: String },
+}
+
+impl SignedReasoning {
+    /// The `reasoningContent` member of an assistant history turn.
+    pub fn to_kiro(&self) -> serde_json::Value {
+        match self {
+            SignedReasoning::Text { text, signature } => {
+                serde_json::json!({"reasoningText": {"text": text, "signature": signature}})
+            }
+            SignedReasoning::Redacted { data } => serde_json::json!({"redactedContent": data}),
+        }
+    }
 }
 
 impl Message {
@@ -46,6 +67,7 @@ impl Message {
             images: Vec::new(),
             tool_calls: Vec::new(),
             tool_results: Vec::new(),
+            reasoning: Vec::new(),
         }
     }
 
@@ -112,13 +134,18 @@ pub struct Conversation {
 }
 
 /// What the conversion needs besides the conversation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     pub model_id: String,
     pub profile_arn: Option<String>,
     pub conversation_id: String,
     /// Descriptions longer than this move to the system prompt (`0`: never).
     pub tool_description_max: usize,
+    /// Send signed reasoning from history as `reasoningContent` (native reasoning in use);
+    /// otherwise it is left out.
+    pub send_reasoning: bool,
+    /// `additionalModelRequestFields` for native reasoning.
+    pub additional_fields: Option<serde_json::Value>,
 }
 
 /// Name of a tool the service accepts.
@@ -226,6 +253,7 @@ fn merge_adjacent(messages: Vec<Message>) -> Vec<Message> {
                 prev.images.extend(m.images);
                 prev.tool_calls.extend(m.tool_calls);
                 prev.tool_results.extend(m.tool_results);
+                prev.reasoning.extend(m.reasoning);
             }
             _ => out.push(m),
         }
@@ -479,6 +507,13 @@ pub fn to_kiro(
                     m.text
                 },
                 tool_uses: kiro_uses(&m.tool_calls),
+                // the service takes one reasoning member per turn: the first block (a turn
+                // holds one in practice)
+                reasoning_content: if opts.send_reasoning {
+                    m.reasoning.first().map(SignedReasoning::to_kiro)
+                } else {
+                    None
+                },
             }),
         })
         .collect();
@@ -508,6 +543,7 @@ pub fn to_kiro(
             history,
         },
         profile_arn: opts.profile_arn.clone(),
+        additional_model_request_fields: opts.additional_fields.clone(),
     })
 }
 
@@ -566,6 +602,7 @@ mod tests {
             profile_arn: None,
             conversation_id: "c".into(),
             tool_description_max: 10_000,
+            ..Default::default()
         }
     }
 

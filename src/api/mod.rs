@@ -126,6 +126,61 @@ pub enum End {
     Length,
 }
 
+/// Why an answer stopped, in terms both dialects can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    EndTurn,
+    ToolUse,
+    /// The output was cut for length (`ContentLengthExceededException`, `MAX_TOKENS`).
+    MaxTokens,
+    /// `MODEL_CONTEXT_WINDOW_EXCEEDED`.
+    ContextWindow,
+    /// `CONTENT_FILTERED`.
+    ContentFiltered,
+    /// `PAUSE_TURN`.
+    PauseTurn,
+}
+
+impl Stop {
+    /// From how the stream ended, the service's `metadataEvent.stopReason` and whether the
+    /// answer called tools (an ordinary end after tool calls is a tool-use stop).
+    pub fn of(end: End, service: Option<&str>, called_tools: bool) -> Stop {
+        if end == End::Length {
+            return Stop::MaxTokens;
+        }
+        match service.map(str::to_ascii_uppercase).as_deref() {
+            Some("MAX_TOKENS") => Stop::MaxTokens,
+            Some("MODEL_CONTEXT_WINDOW_EXCEEDED") => Stop::ContextWindow,
+            Some("CONTENT_FILTERED") => Stop::ContentFiltered,
+            Some("PAUSE_TURN") => Stop::PauseTurn,
+            _ if called_tools => Stop::ToolUse,
+            _ => Stop::EndTurn,
+        }
+    }
+
+    /// OpenAI `finish_reason`.
+    pub fn openai(self) -> &'static str {
+        match self {
+            Stop::EndTurn | Stop::PauseTurn => "stop",
+            Stop::ToolUse => "tool_calls",
+            Stop::MaxTokens | Stop::ContextWindow => "length",
+            Stop::ContentFiltered => "content_filter",
+        }
+    }
+
+    /// Anthropic `stop_reason`.
+    pub fn anthropic(self) -> &'static str {
+        match self {
+            Stop::EndTurn => "end_turn",
+            Stop::ToolUse => "tool_use",
+            Stop::MaxTokens => "max_tokens",
+            Stop::ContextWindow => "model_context_window_exceeded",
+            Stop::ContentFiltered => "refusal",
+            Stop::PauseTurn => "pause_turn",
+        }
+    }
+}
+
 /// Whether an upstream error is the service's "output cut for length", which ends an answer
 /// with a length stop rather than as a failure.
 fn length_cut(e: &crate::kiro::Error) -> bool {

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
+use serde_json::Value;
 
 use crate::kiro::client::KiroEvents;
 use crate::kiro::Event;
@@ -55,6 +56,162 @@ impl std::str::FromStr for ThinkingMode {
                 "FAKE_REASONING_HANDLING must be as_reasoning_content, remove, pass or strip_tags, not {other:?}"
             )),
         }
+    }
+}
+
+/// How reasoning is asked of the service (`REASONING_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReasoningMode {
+    /// Native when the model's catalogue entry advertises `additionalModelRequestFieldsSchema`
+    /// in a shape the gateway understands, else prompt tags.
+    #[default]
+    Auto,
+    /// Always `additionalModelRequestFields` (a default shape when the model advertises none).
+    Native,
+    /// Always prompt tags, parsed back out of the answer.
+    Prompt,
+}
+
+impl std::str::FromStr for ReasoningMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(ReasoningMode::Auto),
+            "native" => Ok(ReasoningMode::Native),
+            "prompt" => Ok(ReasoningMode::Prompt),
+            other => Err(format!(
+                "REASONING_MODE must be auto, native or prompt, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// What a request asks of reasoning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasoningAsk {
+    /// Token budget (asked for, or derived from the effort or the default).
+    pub budget: u32,
+    /// Anthropic `thinking: {type: "adaptive"}`.
+    pub adaptive: bool,
+    /// OpenAI `reasoning_effort` / Anthropic `output_config.effort`, as the client wrote it.
+    pub effort: Option<String>,
+}
+
+impl ReasoningAsk {
+    pub fn budget(budget: u32) -> Self {
+        ReasoningAsk {
+            budget,
+            adaptive: false,
+            effort: None,
+        }
+    }
+}
+
+fn string_enum(schema: Option<&Value>) -> Vec<&str> {
+    schema
+        .and_then(|s| s.get("enum"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `effort` as one of `allowed` (case-insensitive), or the nearest level the schema has.
+fn pick_effort(effort: &str, allowed: &[&str]) -> String {
+    let e = effort.trim().to_ascii_lowercase();
+    if allowed.is_empty() || allowed.contains(&e.as_str()) {
+        return e;
+    }
+    const LADDER: &[&str] = &["minimal", "low", "medium", "high", "xhigh", "max"];
+    let rank = |x: &str| LADDER.iter().position(|l| *l == x);
+    let want = rank(&e).unwrap_or(2);
+    allowed
+        .iter()
+        .min_by_key(|a| rank(a).map_or(usize::MAX, |r| r.abs_diff(want)))
+        .map(|a| (*a).to_owned())
+        .unwrap_or(e)
+}
+
+/// An effort word for a budget, relative to the default budget (the inverse of
+/// [`ThinkingDefaults::for_effort`]).
+fn effort_for_budget(budget: u32, default: u32) -> &'static str {
+    let d = default.max(1);
+    if budget <= d / 2 {
+        "low"
+    } else if budget <= d.saturating_mul(2) {
+        "medium"
+    } else {
+        "high"
+    }
+}
+
+/// `additionalModelRequestFields` for `ask`, shaped by the model's
+/// `additionalModelRequestFieldsSchema`. The schema is read as a JSON Schema object whose
+/// `properties` may hold `thinking` (with `type` among `enabled` / `adaptive` and an optional
+/// `budget_tokens` with `minimum` / `maximum`), `output_config` (with `effort`) or `reasoning`
+/// (with `effort`). `None` when the schema has none of these (the caller falls back to prompt
+/// tags).
+pub fn native_fields(
+    schema: &Value,
+    ask: &ReasoningAsk,
+    defaults: ThinkingDefaults,
+) -> Option<Value> {
+    let props = schema.get("properties")?;
+    if let Some(t) = props.get("thinking") {
+        let tprops = t.get("properties");
+        let types = string_enum(tprops.and_then(|p| p.get("type")));
+        let supports = |x: &str| types.is_empty() || types.contains(&x);
+        let adaptive = supports("adaptive") && (ask.adaptive || !supports("enabled"));
+        let mut out = serde_json::Map::new();
+        if adaptive {
+            out.insert("thinking".into(), serde_json::json!({"type": "adaptive"}));
+            if let (Some(effort), Some(oc)) = (&ask.effort, props.get("output_config")) {
+                let allowed = string_enum(oc.get("properties").and_then(|p| p.get("effort")));
+                out.insert(
+                    "output_config".into(),
+                    serde_json::json!({"effort": pick_effort(effort, &allowed)}),
+                );
+            }
+        } else if supports("enabled") {
+            let bt = tprops.and_then(|p| p.get("budget_tokens"));
+            let min = bt.and_then(|b| b.get("minimum")).and_then(Value::as_u64);
+            let max = bt.and_then(|b| b.get("maximum")).and_then(Value::as_u64);
+            let mut budget = u64::from(ask.budget);
+            if let Some(m) = min {
+                budget = budget.max(m);
+            }
+            if let Some(m) = max {
+                budget = budget.min(m);
+            }
+            out.insert(
+                "thinking".into(),
+                serde_json::json!({"type": "enabled", "budget_tokens": budget}),
+            );
+        } else {
+            return None;
+        }
+        return Some(Value::Object(out));
+    }
+    if let Some(r) = props.get("reasoning") {
+        let allowed = string_enum(r.get("properties").and_then(|p| p.get("effort")));
+        let effort = match &ask.effort {
+            Some(e) => pick_effort(e, &allowed),
+            None => pick_effort(effort_for_budget(ask.budget, defaults.budget), &allowed),
+        };
+        return Some(serde_json::json!({"reasoning": {"effort": effort}}));
+    }
+    None
+}
+
+/// The shape sent when `REASONING_MODE=native` and the model advertises no schema.
+pub fn default_native_fields(ask: &ReasoningAsk) -> Value {
+    if ask.adaptive {
+        let mut v = serde_json::json!({"thinking": {"type": "adaptive"}});
+        if let Some(e) = &ask.effort {
+            v["output_config"] = serde_json::json!({"effort": e.trim().to_ascii_lowercase()});
+        }
+        v
+    } else {
+        serde_json::json!({"thinking": {"type": "enabled", "budget_tokens": ask.budget}})
     }
 }
 

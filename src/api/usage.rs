@@ -1,10 +1,19 @@
 //! Token figures: what the service reported, else a documented estimate.
 //!
-//! Kiro's q.amazonaws.com protocol reports no token counts. The gateway therefore reports:
-//! - **prompt tokens**: `contextUsagePercentage / 100 × maxInputTokens` of the resolved model when
-//!   the service sent a context-usage event (its own measurement of the prompt), else the local
-//!   estimate of the request text;
-//! - **completion tokens**: the local estimate of the answer text plus tool-call arguments.
+//! In this order (the first that applies decides, and `usage.kiro.source` says which):
+//! - `service`: the answer carried a `metadataEvent.tokenUsage` (newer runtimes). Prompt tokens
+//!   are its `uncachedInputTokens + cacheReadInputTokens + cacheWriteInputTokens` (OpenAI
+//!   `prompt_tokens`; Anthropic `input_tokens` is the uncached part alone, with the cache figures
+//!   beside it), completion tokens its `outputTokens`. Cache figures appear only when the
+//!   service reported them.
+//! - `context`: the answer carried a `contextUsageEvent`: prompt tokens are
+//!   `contextUsagePercentage / 100 × maxInputTokens` of the resolved model (the service's own
+//!   measurement of the prompt); completion tokens are the local estimate.
+//! - `estimate`: neither: the local estimate of the request text and of the answer (text, tool
+//!   arguments, reasoning).
+//!
+//! `reasoning_tokens` is always the local estimate of the reasoning text (the service does not
+//! split its output count), capped at the completion figure.
 //!
 //! The local estimate counts about four ASCII characters per token and one token per other
 //! character (CJK, emoji), which tracks Claude's tokenizer within roughly ±20 % on English
@@ -37,23 +46,63 @@ impl CharCount {
     }
 }
 
+/// Where the token figures of an answer came from (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageSource {
+    Service,
+    Context,
+    #[default]
+    Estimate,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Service => "service",
+            UsageSource::Context => "context",
+            UsageSource::Estimate => "estimate",
+        }
+    }
+}
+
 /// Usage of one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Usage {
+    /// Every input token, cached or not.
     pub prompt_tokens: u64,
     /// Answer, tool arguments and reasoning.
     pub completion_tokens: u64,
     /// The reasoning part of `completion_tokens`.
     pub reasoning_tokens: u64,
+    /// Input tokens read from the prompt cache, when the service reported them.
+    pub cache_read_tokens: Option<u64>,
+    /// Input tokens written to the prompt cache, when the service reported them.
+    pub cache_write_tokens: Option<u64>,
     /// Kiro credits charged (`meteringEvent`), when reported.
     pub credits: Option<f64>,
-    /// Whether the prompt figure came from the service's context-usage report.
-    pub prompt_from_service: bool,
+    pub source: UsageSource,
 }
 
 impl Usage {
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
+    }
+
+    /// Input tokens that were neither read from nor written to the cache (Anthropic's
+    /// `input_tokens`).
+    pub fn uncached_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_sub(self.cache_read_tokens.unwrap_or(0))
+            .saturating_sub(self.cache_write_tokens.unwrap_or(0))
+    }
+
+    /// `{"source": …, "credits": …}`: the gateway's own usage member, in both dialects.
+    pub fn kiro_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"source": self.source.as_str()});
+        if let Some(c) = self.credits {
+            v["credits"] = serde_json::json!(c);
+        }
+        v
     }
 }
 
@@ -68,6 +117,8 @@ pub struct UsageTracker {
     reasoning: CharCount,
     context_percent: Option<f64>,
     credits: Option<f64>,
+    service: Option<crate::kiro::TokenUsage>,
+    stop_reason: Option<String>,
 }
 
 impl UsageTracker {
@@ -106,21 +157,63 @@ impl UsageTracker {
             crate::kiro::Event::ContextUsage { percentage } => {
                 self.context_percent = Some(*percentage);
             }
+            crate::kiro::Event::Metadata(m) => {
+                if let Some(u) = m.token_usage {
+                    if u.uncached_input_tokens.is_some() || u.output_tokens.is_some() {
+                        self.service = Some(u);
+                    }
+                    if let Some(p) = u.context_usage_percentage {
+                        self.context_percent.get_or_insert(p);
+                    }
+                }
+                if m.stop_reason.is_some() {
+                    self.stop_reason.clone_from(&m.stop_reason);
+                }
+            }
             _ => {}
         }
     }
 
+    /// The service's `metadataEvent.stopReason`, if it sent one.
+    pub fn stop_reason(&self) -> Option<&str> {
+        self.stop_reason.as_deref()
+    }
+
     pub fn usage(&self) -> Usage {
-        let from_service = self
+        let estimated_completion = self.completion.tokens() + self.reasoning.tokens();
+        if let Some(s) = self.service {
+            let cache_read = s.cache_read_input_tokens;
+            let cache_write = s.cache_write_input_tokens;
+            let prompt = s.uncached_input_tokens.unwrap_or(0)
+                + cache_read.unwrap_or(0)
+                + cache_write.unwrap_or(0);
+            let completion = s.output_tokens.unwrap_or(estimated_completion);
+            return Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                reasoning_tokens: self.reasoning.tokens().min(completion),
+                cache_read_tokens: cache_read,
+                cache_write_tokens: cache_write,
+                credits: self.credits,
+                source: UsageSource::Service,
+            };
+        }
+        let from_context = self
             .context_percent
             .filter(|p| *p > 0.0 && self.max_input_tokens > 0)
             .map(|p| (p / 100.0 * self.max_input_tokens as f64).round() as u64);
         Usage {
-            prompt_tokens: from_service.unwrap_or(self.prompt_estimate),
-            completion_tokens: self.completion.tokens() + self.reasoning.tokens(),
+            prompt_tokens: from_context.unwrap_or(self.prompt_estimate),
+            completion_tokens: estimated_completion,
             reasoning_tokens: self.reasoning.tokens(),
+            cache_read_tokens: None,
+            cache_write_tokens: None,
             credits: self.credits,
-            prompt_from_service: from_service.is_some(),
+            source: if from_context.is_some() {
+                UsageSource::Context
+            } else {
+                UsageSource::Estimate
+            },
         }
     }
 }
@@ -192,7 +285,37 @@ mod tests {
         t.on_event(&crate::kiro::Event::ContextUsage { percentage: 1.5 });
         let u = t.usage();
         assert_eq!(u.prompt_tokens, 3000);
-        assert!(u.prompt_from_service);
+        assert_eq!(u.source, UsageSource::Context);
+        assert_eq!(u.cache_read_tokens, None);
         assert_eq!(u.total(), 3000 + u.completion_tokens);
+    }
+
+    #[test]
+    fn service_counts_win_and_cache_figures_are_only_what_was_reported() {
+        let mut t = UsageTracker::new(50, 200_000);
+        t.add_output("some answer text");
+        t.on_event(&crate::kiro::Event::ContextUsage { percentage: 1.5 });
+        t.on_event(&crate::kiro::Event::Metadata(crate::kiro::Metadata {
+            token_usage: Some(crate::kiro::TokenUsage {
+                uncached_input_tokens: Some(120),
+                cache_read_input_tokens: Some(3000),
+                output_tokens: Some(42),
+                ..Default::default()
+            }),
+            stop_reason: Some("END_TURN".into()),
+            stop_details: None,
+        }));
+        let u = t.usage();
+        assert_eq!(u.source, UsageSource::Service);
+        assert_eq!(u.prompt_tokens, 3120);
+        assert_eq!(u.uncached_prompt_tokens(), 120);
+        assert_eq!(u.completion_tokens, 42);
+        assert_eq!(u.cache_read_tokens, Some(3000));
+        assert_eq!(u.cache_write_tokens, None, "never simulated");
+        assert_eq!(t.stop_reason(), Some("END_TURN"));
+        assert_eq!(
+            UsageTracker::new(7, 0).usage().source,
+            UsageSource::Estimate
+        );
     }
 }

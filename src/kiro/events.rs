@@ -30,11 +30,17 @@ pub enum Event {
     /// `toolUseEvent`: a start, an argument fragment or the stop of one tool call.
     ToolUse(ToolUseEvent),
     /// Reasoning text: split out of the answer by the gateway (fake reasoning) or sent by the
-    /// service natively; `signature` when the service signed it.
+    /// service natively (`reasoningContentEvent`); `signature` when the service signed it (it
+    /// may come alone, with empty text, after the reasoning it signs).
     Reasoning {
         text: String,
         signature: Option<String>,
     },
+    /// `reasoningContentEvent` with `redactedContent`: reasoning the service withholds, as an
+    /// opaque blob the client must send back unchanged.
+    RedactedReasoning { data: String },
+    /// `metadataEvent`: the service's token counts and why the answer stopped.
+    Metadata(Metadata),
     /// `meteringEvent`: credits charged for this turn.
     Metering(Metering),
     /// `contextUsageEvent`: percent of the model's input window in use.
@@ -52,8 +58,40 @@ impl Event {
     /// Events that a normal answer ends with (section 4.5 of the protocol notes): their absence at
     /// the end of the body means the answer was truncated.
     pub fn is_end_marker(&self) -> bool {
-        matches!(self, Event::Metering(_) | Event::ContextUsage { .. })
+        matches!(
+            self,
+            Event::Metering(_) | Event::ContextUsage { .. } | Event::Metadata(_)
+        )
     }
+}
+
+/// `metadataEvent` (newer runtimes).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Metadata {
+    pub token_usage: Option<TokenUsage>,
+    /// `END_TURN`, `MAX_TOKENS`, `CONTENT_FILTERED`, `MODEL_CONTEXT_WINDOW_EXCEEDED`,
+    /// `PAUSE_TURN`, … as the service wrote it.
+    pub stop_reason: Option<String>,
+    pub stop_details: Option<Value>,
+}
+
+/// `metadataEvent.tokenUsage`: the service's own counts. Absent members stay `None`; nothing
+/// is filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    #[serde(default)]
+    pub uncached_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_write_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub total_tokens: Option<u64>,
+    #[serde(default)]
+    pub context_usage_percentage: Option<f64>,
 }
 
 /// One `toolUseEvent` payload.
@@ -158,6 +196,26 @@ struct MetadataPayload {
     conversation_id: Option<String>,
     #[serde(default, rename = "utteranceId")]
     utterance_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReasoningPayload {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default, rename = "redactedContent")]
+    redacted_content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MetadataEventPayload {
+    #[serde(default, rename = "tokenUsage")]
+    token_usage: Option<TokenUsage>,
+    #[serde(default, rename = "stopReason")]
+    stop_reason: Option<String>,
+    #[serde(default, rename = "stopDetails")]
+    stop_details: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -305,6 +363,24 @@ pub fn frame_to_event(frame: Frame) -> Result<Event, EventError> {
                 conversation_id: p.conversation_id,
                 utterance_id: p.utterance_id,
             }
+        }
+        "reasoningContentEvent" => {
+            let p: ReasoningPayload = parse(event_type, payload)?;
+            match p.redacted_content {
+                Some(data) if !data.is_empty() => Event::RedactedReasoning { data },
+                _ => Event::Reasoning {
+                    text: p.text.unwrap_or_default(),
+                    signature: p.signature.filter(|s| !s.is_empty()),
+                },
+            }
+        }
+        "metadataEvent" => {
+            let p: MetadataEventPayload = parse(event_type, payload)?;
+            Event::Metadata(Metadata {
+                token_usage: p.token_usage,
+                stop_reason: p.stop_reason.filter(|s| !s.is_empty()),
+                stop_details: p.stop_details.filter(|v| !v.is_null()),
+            })
         }
         "invalidStateEvent" => return Err(exception(event_type, payload, None)),
         t if ERROR_EVENT_TYPES.contains(&t) => return Err(exception(t, payload, None)),

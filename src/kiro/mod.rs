@@ -11,4 +11,6 @@ pub use client::{
     KiroClientConfig, KiroEvents, KiroHeaders, UpstreamHttp,
 };
 pub use error::{Error, UpstreamStatus};
-pub use events::{Event, StreamException, ToolCallAssembler, ToolInput, ToolUseEvent};
+pub use events::{
+    Event, Metadata, StreamException, TokenUsage, ToolCallAssembler, ToolInput, ToolUseEvent,
+};

@@ -12,6 +12,10 @@ pub struct GenerateAssistantRequest {
     pub conversation_state: ConversationState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_arn: Option<String>,
+    /// Native reasoning controls, shaped by the model's `additionalModelRequestFieldsSchema`
+    /// (inner keys snake_case, e.g. `{"thinking":{"type":"enabled","budget_tokens":4000}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_model_request_fields: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,10 @@ pub struct AssistantResponseMessage {
     pub content: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_uses: Vec<ToolUse>,
+    /// Signed native reasoning sent back: `{"reasoningText":{"text","signature"}}` or
+    /// `{"redactedContent":"…"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +200,7 @@ mod tests {
                             name: "f".into(),
                             input: json!({"a": 1}),
                         }],
+                        reasoning_content: None,
                     }),
                 ],
                 current_message: CurrentMessage {
@@ -225,6 +234,7 @@ mod tests {
                 },
             },
             profile_arn: None,
+            additional_model_request_fields: None,
         };
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(

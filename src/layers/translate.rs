@@ -21,13 +21,13 @@ use tower_service::Service;
 
 use super::capture::CaptureHandle;
 use crate::api::conversation::{self, BuildOptions, Conversation};
-use crate::api::thinking::{self, ThinkingDefaults, ThinkingMode};
+use crate::api::thinking::{self, ReasoningAsk, ReasoningMode, ThinkingDefaults, ThinkingMode};
 use crate::api::usage::{estimate_request, UsageTracker};
 use crate::api::{fold, new_id, unix_now, Body, Dialect, Encoder, Folder, ResponseMeta, SseBody};
 use crate::auth::TokenManager;
 use crate::error::GatewayError;
 use crate::kiro::{self, Event, GenerateRequest, GenerateResponse, KiroEvents};
-use crate::models::{ResolvedModel, DEFAULT_MAX_INPUT_TOKENS};
+use crate::models::ResolvedModel;
 
 /// What a public dialect provides to the translation layer.
 pub trait DialectApi: Send + Sync + 'static {
@@ -42,9 +42,9 @@ pub trait DialectApi: Send + Sync + 'static {
     fn model(req: &Self::Request) -> &str;
     fn is_stream(req: &Self::Request) -> bool;
     fn conversation(req: &Self::Request) -> Result<Conversation, GatewayError>;
-    /// The reasoning budget this request asks for: `Some` to ask the model to reason, `None`
-    /// for no reasoning; a request that does not say gets the configured default.
-    fn thinking_budget(req: &Self::Request, defaults: ThinkingDefaults) -> Option<u32>;
+    /// The reasoning this request asks for: `Some` to ask the model to reason, `None` for no
+    /// reasoning; a request that does not say gets the configured default.
+    fn reasoning(req: &Self::Request, defaults: ThinkingDefaults) -> Option<ReasoningAsk>;
     fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder;
     fn folder(req: &Self::Request, meta: ResponseMeta) -> Self::Folder;
 }
@@ -60,6 +60,8 @@ pub struct TranslateConfig {
     pub thinking: ThinkingDefaults,
     /// `FAKE_REASONING_HANDLING`.
     pub thinking_mode: ThinkingMode,
+    /// `REASONING_MODE`: native reasoning controls or prompt tags.
+    pub reasoning_mode: ReasoningMode,
     /// Cancelled when the server stops waiting for open streams at shutdown.
     pub close_streams: tokio_util::sync::CancellationToken,
     /// `KIRO_MAX_PAYLOAD_BYTES`: largest translated request sent upstream (0: no limit). The
@@ -120,12 +122,36 @@ impl<S: Clone, D> Clone for TranslateService<S, D> {
     }
 }
 
-/// The upstream request for a dialect request: its bytes, the prompt estimate, and whether
-/// reasoning was asked for (so the answer must be split).
+/// The upstream request for a dialect request: its bytes, the prompt estimate, and how
+/// reasoning was asked for.
 pub struct Prepared {
     pub body: Bytes,
     pub prompt_estimate: u64,
+    /// Reasoning asked for with prompt tags: the answer must be split.
     pub thinking: bool,
+    /// Reasoning asked for natively (`additionalModelRequestFields`).
+    pub native: bool,
+    /// The same request without the signed reasoning of its history, when it carried some:
+    /// sent once if the service refuses the first.
+    pub without_reasoning: Option<Bytes>,
+}
+
+/// `additionalModelRequestFields` for this request, or `None` for prompt tags.
+fn native_reasoning(
+    ask: &ReasoningAsk,
+    resolved: &ResolvedModel,
+    cfg: &TranslateConfig,
+) -> Option<serde_json::Value> {
+    let schema = resolved.reasoning_schema.as_deref();
+    match cfg.reasoning_mode {
+        ReasoningMode::Prompt => None,
+        ReasoningMode::Auto => schema.and_then(|s| thinking::native_fields(s, ask, cfg.thinking)),
+        ReasoningMode::Native => Some(
+            schema
+                .and_then(|s| thinking::native_fields(s, ask, cfg.thinking))
+                .unwrap_or_else(|| thinking::default_native_fields(ask)),
+        ),
+    }
 }
 
 /// Build the upstream request for a dialect request.
@@ -135,9 +161,13 @@ pub fn prepare<D: DialectApi>(
     cfg: &TranslateConfig,
 ) -> Result<Prepared, GatewayError> {
     let mut conv = D::conversation(body)?;
-    let budget = D::thinking_budget(body, cfg.thinking);
-    if let Some(b) = budget {
-        let inj = thinking::injection(b);
+    let ask = D::reasoning(body, cfg.thinking);
+    let native = ask
+        .as_ref()
+        .and_then(|a| native_reasoning(a, resolved, cfg));
+    let prompt_thinking = ask.is_some() && native.is_none();
+    if let (Some(a), true) = (&ask, prompt_thinking) {
+        let inj = thinking::injection(a.budget);
         conv.system = if conv.system.is_empty() {
             inj
         } else {
@@ -152,12 +182,27 @@ pub fn prepare<D: DialectApi>(
             .and_then(TokenManager::profile_arn_for_requests),
         conversation_id: uuid::Uuid::new_v4().to_string(),
         tool_description_max: cfg.tool_description_max,
+        send_reasoning: native.is_some(),
+        additional_fields: native.clone(),
     };
-    let kiro_req = conversation::to_kiro(conv, &opts)?;
+    let mut kiro_req = conversation::to_kiro(conv, &opts)?;
     let estimate = estimate_request(&kiro_req);
-    let bytes = serde_json::to_vec(&kiro_req).map_err(|e| {
-        GatewayError::internal(format!("could not serialise the Kiro request: {e}"))
-    })?;
+    let serialise = |r: &kiro::types::GenerateAssistantRequest| {
+        serde_json::to_vec(r).map_err(|e| {
+            GatewayError::internal(format!("could not serialise the Kiro request: {e}"))
+        })
+    };
+    let bytes = serialise(&kiro_req)?;
+    let mut without_reasoning = None;
+    let mut stripped = false;
+    for h in &mut kiro_req.conversation_state.history {
+        if let kiro::types::HistoryMessage::AssistantResponseMessage(a) = h {
+            stripped |= a.reasoning_content.take().is_some();
+        }
+    }
+    if stripped {
+        without_reasoning = Some(Bytes::from(serialise(&kiro_req)?));
+    }
     if cfg.max_payload_bytes > 0 && bytes.len() > cfg.max_payload_bytes {
         return Err(GatewayError::invalid_request(format!(
             "Prompt is too long: the conversation is {} bytes as a Kiro request, over the {}-byte limit Kiro accepts (KIRO_MAX_PAYLOAD_BYTES); shorten or compact it",
@@ -169,7 +214,9 @@ pub fn prepare<D: DialectApi>(
     Ok(Prepared {
         body: Bytes::from(bytes),
         prompt_estimate: estimate,
-        thinking: budget.is_some(),
+        thinking: prompt_thinking,
+        native: native.is_some(),
+        without_reasoning,
     })
 }
 
@@ -196,6 +243,18 @@ fn event_line(ev: &Event) -> String {
         }
         Event::ToolUse(t) => json!({"toolUseEvent": {"toolUseId": t.tool_use_id, "name": t.name,
             "input": format!("{:?}", t.input), "stop": t.stop}}),
+        Event::RedactedReasoning { data } => {
+            json!({"reasoningContentEvent": {"redactedContent": data}})
+        }
+        Event::Metadata(m) => json!({"metadataEvent": {
+            "tokenUsage": m.token_usage.map(|u| json!({
+                "uncachedInputTokens": u.uncached_input_tokens,
+                "cacheReadInputTokens": u.cache_read_input_tokens,
+                "cacheWriteInputTokens": u.cache_write_input_tokens,
+                "outputTokens": u.output_tokens,
+                "totalTokens": u.total_tokens,
+            })),
+            "stopReason": m.stop_reason, "stopDetails": m.stop_details}}),
         Event::Metering(m) => json!({"meteringEvent": {"unit": m.unit, "usage": m.usage}}),
         Event::ContextUsage { percentage } => {
             json!({"contextUsageEvent": {"contextUsagePercentage": percentage}})
@@ -247,11 +306,7 @@ where
                 .extensions
                 .get::<ResolvedModel>()
                 .cloned()
-                .unwrap_or_else(|| ResolvedModel {
-                    requested: D::model(&body).to_owned(),
-                    kiro_id: D::model(&body).to_owned(),
-                    max_input_tokens: DEFAULT_MAX_INPUT_TOKENS,
-                });
+                .unwrap_or_else(|| ResolvedModel::unknown(D::model(&body)));
             let capture = parts.extensions.get::<CaptureHandle>().cloned();
             let prepared = match prepare::<D>(&body, &resolved, &cfg) {
                 Ok(x) => x,
@@ -263,7 +318,22 @@ where
             }
             tracing::debug!(model = %resolved.kiro_id, bytes = bytes.len(), stream = D::is_stream(&body), "calling Kiro");
             let upstream = GenerateRequest::new(bytes);
-            let resp = match inner.call(upstream).await {
+            let mut result = inner.call(upstream).await;
+            let refused = matches!(&result, Err(kiro::Error::Status(s)) if s.status == http::StatusCode::BAD_REQUEST);
+            if let (true, Some(retry)) = (refused, prepared.without_reasoning.clone()) {
+                {
+                    tracing::info!(
+                        "Kiro refused the signed reasoning sent back in history; retrying once without it"
+                    );
+                    if let Some(c) = &capture {
+                        c.log("retrying without the signed reasoning of the history");
+                        c.set_kiro_body(&retry);
+                    }
+                    let mut inner2 = inner.clone();
+                    result = inner2.call(GenerateRequest::new(retry)).await;
+                }
+            }
+            let resp = match result {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "Kiro call failed");

@@ -30,6 +30,24 @@ pub enum MockEvent {
     ContextUsage(f64),
     /// Any event type with a raw JSON payload.
     Raw { event_type: String, payload: String },
+    /// Native reasoning: `reasoningContentEvent` deltas of about `delta` characters, then (when
+    /// given) the signature in an event of its own, as newer runtimes send it.
+    Reasoning {
+        text: String,
+        signature: Option<String>,
+        delta: usize,
+    },
+    /// `reasoningContentEvent` with `redactedContent`.
+    RedactedReasoning(String),
+    /// `metadataEvent` with this `tokenUsage` object (and `stopReason`, when given).
+    TokenUsage {
+        usage: serde_json::Value,
+        stop_reason: Option<String>,
+    },
+    /// An `invalidStateEvent` (an error inside a 200 stream).
+    InvalidState { reason: String, message: String },
+    /// `event` with its payload wrapped in its event name: `{"<type>": {…}}`.
+    Wrapped(Box<MockEvent>),
     /// An `exception` frame.
     Exception { kind: String, message: String },
 }
@@ -231,6 +249,21 @@ pub fn tool_fragments(args: &str, n: usize) -> Vec<String> {
     out
 }
 
+/// The same event with its payload as `{"<event-type>": payload}`.
+fn wrap_frame(f: &Bytes) -> Bytes {
+    let mut d = crate::kiro::eventstream::Decoder::new();
+    d.push(f);
+    match d.next_frame() {
+        Ok(Some(fr)) => {
+            let t = fr.header_str(":event-type").unwrap_or("event").to_owned();
+            let inner: serde_json::Value =
+                serde_json::from_slice(&fr.payload).unwrap_or(serde_json::Value::Null);
+            frame(&t, json!({ t.clone(): inner }))
+        }
+        _ => f.clone(),
+    }
+}
+
 fn frame(event_type: &str, payload: serde_json::Value) -> Bytes {
     encode_frame(&event_headers(event_type), payload.to_string().as_bytes())
 }
@@ -275,6 +308,43 @@ fn encode_event(ev: &MockEvent, out: &mut Vec<Bytes>) {
             event_type,
             payload,
         } => out.push(encode_frame(&event_headers(event_type), payload.as_bytes())),
+        MockEvent::Reasoning {
+            text,
+            signature,
+            delta,
+        } => {
+            for piece in split_chars(text, (*delta).max(1)) {
+                out.push(frame("reasoningContentEvent", json!({"text": piece})));
+            }
+            if let Some(s) = signature {
+                out.push(frame(
+                    "reasoningContentEvent",
+                    json!({"signature": s, "text": ""}),
+                ));
+            }
+        }
+        MockEvent::RedactedReasoning(data) => out.push(frame(
+            "reasoningContentEvent",
+            json!({"redactedContent": data}),
+        )),
+        MockEvent::TokenUsage { usage, stop_reason } => {
+            let mut p = json!({"tokenUsage": usage});
+            if let Some(r) = stop_reason {
+                p["stopReason"] = json!(r);
+            }
+            out.push(frame("metadataEvent", p));
+        }
+        MockEvent::InvalidState { reason, message } => out.push(frame(
+            "invalidStateEvent",
+            json!({"message": message, "reason": reason}),
+        )),
+        MockEvent::Wrapped(inner) => {
+            let mut frames = Vec::new();
+            encode_event(inner, &mut frames);
+            for f in frames {
+                out.push(wrap_frame(&f));
+            }
+        }
         MockEvent::Exception { kind, message } => out.push(encode_frame(
             &[
                 Header::new(":message-type", HeaderValue::String("exception".into())),

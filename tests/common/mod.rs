@@ -74,6 +74,7 @@ pub fn simple_body(content: &str, profile_arn: Option<String>) -> Bytes {
             history: vec![],
         },
         profile_arn,
+        additional_model_request_fields: None,
     };
     Bytes::from(serde_json::to_vec(&req).unwrap())
 }

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::types::MessagesRequest;
 use crate::api::conversation::{
-    image_from_data, Conversation, Message, Role, ToolCall, ToolChoice, ToolDef, ToolResultMsg,
+    image_from_data, Conversation, Message, Role, SignedReasoning, ToolCall, ToolChoice, ToolDef,
+    ToolResultMsg,
 };
 use crate::error::GatewayError;
 
@@ -164,7 +165,8 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
                         });
                     }
                     // the gateway's own thinking goes back as the assistant's earlier text;
-                    // anyone else's signed reasoning means nothing to Kiro and is dropped
+                    // reasoning the service signed goes back as `reasoningContent` (when the
+                    // request uses native reasoning)
                     Some("thinking") => {
                         let text = b
                             .get("thinking")
@@ -178,6 +180,20 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
                             && crate::api::thinking::is_own_signature(text, sig)
                         {
                             replayed.push(format!("<thinking>{text}</thinking>"));
+                        } else if role == Role::Assistant && !sig.is_empty() {
+                            m.reasoning.push(SignedReasoning::Text {
+                                text: text.to_owned(),
+                                signature: sig.to_owned(),
+                            });
+                        }
+                    }
+                    Some("redacted_thinking") => {
+                        if let (Role::Assistant, Some(data)) =
+                            (role, b.get("data").and_then(Value::as_str))
+                        {
+                            m.reasoning.push(SignedReasoning::Redacted {
+                                data: data.to_owned(),
+                            });
                         }
                     }
                     // replayed reasoning and server-tool traffic carry nothing Kiro can take

@@ -38,30 +38,43 @@ impl crate::layers::translate::DialectApi for AnthropicMessages {
     /// `thinking: {type: "enabled", budget_tokens}` → that budget; `{type: "disabled"}` → none;
     /// `{type: "adaptive"}` → the budget for `output_config.effort` (the configured budget when
     /// no effort is given); absent → the configured default.
-    fn thinking_budget(
+    fn reasoning(
         req: &Self::Request,
         defaults: crate::api::thinking::ThinkingDefaults,
-    ) -> Option<u32> {
+    ) -> Option<crate::api::thinking::ReasoningAsk> {
+        use crate::api::thinking::ReasoningAsk;
         let effort = req
             .output_config
             .as_ref()
             .and_then(|o| o.get("effort"))
             .and_then(serde_json::Value::as_str);
         let Some(t) = &req.thinking else {
-            return defaults.default_budget();
+            return defaults.default_budget().map(|budget| ReasoningAsk {
+                budget,
+                adaptive: false,
+                effort: effort.map(str::to_owned),
+            });
         };
         match t.get("type").and_then(serde_json::Value::as_str) {
             Some("disabled") => None,
-            Some("enabled") => Some(
+            Some("enabled") => Some(ReasoningAsk::budget(
                 t.get("budget_tokens")
                     .and_then(serde_json::Value::as_u64)
                     .map(|b| b.min(u64::from(u32::MAX)) as u32)
                     .unwrap_or(defaults.budget),
-            ),
-            _ => match effort {
-                Some(e) => defaults.for_effort(e),
-                None => Some(defaults.budget),
-            },
+            )),
+            // adaptive (and any newer type): the effort decides
+            _ => {
+                let budget = match effort {
+                    Some(e) => defaults.for_effort(e)?,
+                    None => defaults.budget,
+                };
+                Some(ReasoningAsk {
+                    budget,
+                    adaptive: true,
+                    effort: effort.map(str::to_owned),
+                })
+            }
         }
     }
 

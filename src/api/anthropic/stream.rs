@@ -19,18 +19,40 @@ use crate::api::{sse_event, Body, Encoder, End, Folder, ResponseMeta};
 use crate::error::GatewayError;
 use crate::kiro::{Event, ToolCallAssembler, ToolInput};
 
-fn stop_reason(end: End, called_tools: bool) -> &'static str {
-    match (end, called_tools) {
-        (End::Length, _) => "max_tokens",
-        (End::Complete, true) => "tool_use",
-        (End::Complete, false) => "end_turn",
+fn stop_reason(
+    end: End,
+    usage: &crate::api::usage::UsageTracker,
+    called_tools: bool,
+) -> &'static str {
+    crate::api::Stop::of(end, usage.stop_reason(), called_tools).anthropic()
+}
+
+/// The final `usage` object: `input_tokens` is the uncached input, the cache figures appear
+/// only when the service reported them, `kiro` carries the source and the credits.
+pub fn usage_json(u: &crate::api::usage::Usage) -> Value {
+    let mut v =
+        json!({"input_tokens": u.uncached_prompt_tokens(), "output_tokens": u.completion_tokens});
+    if let Some(c) = u.cache_read_tokens {
+        v["cache_read_input_tokens"] = json!(c);
     }
+    if let Some(c) = u.cache_write_tokens {
+        v["cache_creation_input_tokens"] = json!(c);
+    }
+    v["kiro"] = u.kiro_json();
+    v
 }
 
 enum Open {
-    Thinking(Signer),
+    /// `signature`: the service's, when it sent one (native reasoning); else the gateway signs
+    Thinking {
+        signer: Signer,
+        signature: Option<String>,
+    },
     Text,
-    Tool { id: String, split: SafeJsonSplitter },
+    Tool {
+        id: String,
+        split: SafeJsonSplitter,
+    },
 }
 
 /// Streams events (see the module docs).
@@ -78,9 +100,10 @@ impl MessagesEncoder {
                     self.str_delta("input_json_delta", "partial_json", &rest, out);
                 }
             }
-            Open::Thinking(signer) => {
+            Open::Thinking { signer, signature } => {
+                let signature = signature.unwrap_or_else(|| signer.finish());
                 self.delta(
-                    json!({"type": "signature_delta", "signature": signer.finish()}),
+                    json!({"type": "signature_delta", "signature": signature}),
                     out,
                 );
             }
@@ -142,22 +165,42 @@ impl Encoder for MessagesEncoder {
                 self.meta.usage.add_output(&content);
                 self.str_delta("text_delta", "text", &content, out);
             }
-            Event::Reasoning { text, .. } => {
-                if text.is_empty() {
+            Event::Reasoning { text, signature } => {
+                if text.is_empty() && signature.is_none() {
                     return;
                 }
-                if !matches!(self.open, Some(Open::Thinking(_))) {
+                if !matches!(self.open, Some(Open::Thinking { .. })) {
                     self.open(
                         json!({"type": "thinking", "thinking": ""}),
-                        Open::Thinking(Signer::new()),
+                        Open::Thinking {
+                            signer: Signer::new(),
+                            signature: None,
+                        },
                         out,
                     );
                 }
-                if let Some(Open::Thinking(signer)) = &mut self.open {
+                if let Some(Open::Thinking {
+                    signer,
+                    signature: sig,
+                }) = &mut self.open
+                {
                     signer.update(&text);
+                    if signature.is_some() {
+                        *sig = signature;
+                    }
                 }
-                self.meta.usage.add_reasoning(&text);
-                self.str_delta("thinking_delta", "thinking", &text, out);
+                if !text.is_empty() {
+                    self.meta.usage.add_reasoning(&text);
+                    self.str_delta("thinking_delta", "thinking", &text, out);
+                }
+            }
+            Event::RedactedReasoning { data } => {
+                self.open(
+                    json!({"type": "redacted_thinking", "data": data}),
+                    Open::Text,
+                    out,
+                );
+                self.close(out);
             }
             Event::ToolUse(t) => {
                 let same =
@@ -204,8 +247,8 @@ impl Encoder for MessagesEncoder {
         out.push(sse_event(
             "message_delta",
             &json!({"type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(end, self.called_tools), "stop_sequence": null},
-                    "usage": {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens}}),
+                    "delta": {"stop_reason": stop_reason(end, &self.meta.usage, self.called_tools), "stop_sequence": null},
+                    "usage": usage_json(&u)}),
         ));
         out.push(sse_event("message_stop", &json!({"type": "message_stop"})));
     }
@@ -230,6 +273,10 @@ pub struct MessagesFolder {
     order: Vec<Result<String, usize>>,
     /// reasoning, which comes first
     thinking: String,
+    /// the service's signature of the reasoning (native reasoning)
+    signature: Option<String>,
+    /// `redactedContent` blobs, in order
+    redacted: Vec<String>,
     tools: ToolCallAssembler,
 }
 
@@ -239,6 +286,8 @@ impl MessagesFolder {
             meta,
             order: Vec::new(),
             thinking: String::new(),
+            signature: None,
+            redacted: Vec::new(),
             tools: ToolCallAssembler::new(),
         }
     }
@@ -254,10 +303,14 @@ impl Folder for MessagesFolder {
                     _ => self.order.push(Ok(content)),
                 }
             }
-            Event::Reasoning { text, .. } => {
+            Event::Reasoning { text, signature } => {
                 self.meta.usage.add_reasoning(&text);
                 self.thinking.push_str(&text);
+                if signature.is_some() {
+                    self.signature = signature;
+                }
             }
+            Event::RedactedReasoning { data } => self.redacted.push(data),
             Event::ToolUse(t) => {
                 self.meta.usage.add_tool_input(&t.input);
                 let before = self.tools.calls().len();
@@ -273,9 +326,15 @@ impl Folder for MessagesFolder {
     fn finish(self, end: End) -> Response<Body> {
         let calls = self.tools.into_calls();
         let mut content = Vec::with_capacity(self.order.len() + 1);
-        if !self.thinking.is_empty() {
+        if !self.thinking.is_empty() || self.signature.is_some() {
+            let signature = self
+                .signature
+                .unwrap_or_else(|| crate::api::thinking::sign(&self.thinking));
             content.push(json!({"type": "thinking", "thinking": self.thinking,
-                                "signature": crate::api::thinking::sign(&self.thinking)}));
+                                "signature": signature}));
+        }
+        for data in self.redacted {
+            content.push(json!({"type": "redacted_thinking", "data": data}));
         }
         for item in &self.order {
             match item {
@@ -300,8 +359,8 @@ impl Folder for MessagesFolder {
         let u = self.meta.usage.usage();
         let body = json!({
             "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
-            "content": content, "stop_reason": stop_reason(end, !calls.is_empty()), "stop_sequence": null,
-            "usage": {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens},
+            "content": content, "stop_reason": stop_reason(end, &self.meta.usage, !calls.is_empty()), "stop_sequence": null,
+            "usage": usage_json(&u),
         });
         crate::api::answer_response(&body, u.credits)
     }

@@ -56,13 +56,18 @@ impl crate::layers::translate::DialectApi for OpenAiChat {
     }
 
     /// `reasoning_effort` decides; without it, the configured default.
-    fn thinking_budget(
+    fn reasoning(
         req: &Self::Request,
         defaults: crate::api::thinking::ThinkingDefaults,
-    ) -> Option<u32> {
+    ) -> Option<crate::api::thinking::ReasoningAsk> {
+        use crate::api::thinking::ReasoningAsk;
         match &req.reasoning_effort {
-            Some(e) => defaults.for_effort(e),
-            None => defaults.default_budget(),
+            Some(e) => defaults.for_effort(e).map(|budget| ReasoningAsk {
+                budget,
+                adaptive: false,
+                effort: Some(e.clone()),
+            }),
+            None => defaults.default_budget().map(ReasoningAsk::budget),
         }
     }
 

@@ -19,6 +19,8 @@ use crate::api::{sse_data, Body, Encoder, End, Folder, ResponseMeta};
 use crate::error::GatewayError;
 use crate::kiro::{Event, ToolCallAssembler, ToolInput};
 
+/// The `usage` object: `prompt_tokens_details.cached_tokens` only when the service reported
+/// a cache figure, `usage.kiro` with the figures' source and the credits.
 pub fn usage_json(u: &Usage) -> Value {
     let mut v = json!({
         "prompt_tokens": u.prompt_tokens,
@@ -28,20 +30,23 @@ pub fn usage_json(u: &Usage) -> Value {
     if u.reasoning_tokens > 0 {
         v["completion_tokens_details"] = json!({"reasoning_tokens": u.reasoning_tokens});
     }
+    if let Some(c) = u.cache_read_tokens {
+        v["prompt_tokens_details"] = json!({"cached_tokens": c});
+    }
     if let Some(c) = u.credits {
         v["credits_used"] = json!(c);
     }
+    v["kiro"] = u.kiro_json();
     v
 }
 
-/// `length` when the service cut the output, else `tool_calls` when tools were called, else
-/// `stop`.
-fn finish_reason(end: End, called_tools: bool) -> &'static str {
-    match (end, called_tools) {
-        (End::Length, _) => "length",
-        (End::Complete, true) => "tool_calls",
-        (End::Complete, false) => "stop",
-    }
+/// `length` when the output was cut, `tool_calls` when tools were called, … (see [`Stop`]).
+fn finish_reason(
+    end: End,
+    usage: &crate::api::usage::UsageTracker,
+    called_tools: bool,
+) -> &'static str {
+    crate::api::Stop::of(end, usage.stop_reason(), called_tools).openai()
 }
 
 /// Streams chunks (see the module docs).
@@ -177,7 +182,7 @@ impl Encoder for ChatEncoder {
         if !self.role_sent {
             self.delta(json!({"content": ""}), out);
         }
-        let finish = finish_reason(end, !self.tool_ids.is_empty());
+        let finish = finish_reason(end, &self.meta.usage, !self.tool_ids.is_empty());
         let usage = usage_json(&self.meta.usage.usage());
         let mut last = self.chunk(json!({}), Some(finish));
         if self.include_usage {
@@ -253,7 +258,7 @@ impl Folder for ChatFolder {
                     .collect(),
             );
         }
-        let finish = finish_reason(end, !calls.is_empty());
+        let finish = finish_reason(end, &self.meta.usage, !calls.is_empty());
         let usage = self.meta.usage.usage();
         let body = json!({
             "id": self.meta.id,
