@@ -646,3 +646,28 @@ async fn a_refused_reasoning_history_is_retried_once_without_it() {
     assert_eq!(s, 400);
     assert_eq!(r.mock.requests_to("/generateAssistantResponse").len(), 3);
 }
+
+#[tokio::test]
+async fn fake_reasoning_handling_applies_to_native_reasoning_too() {
+    for (mode, want) in [
+        ("remove", "Yes."),
+        ("strip_tags", "Two is less than three.Yes."),
+        (
+            "pass",
+            "<thinking>Two is less than three.</thinking>\n\nYes.",
+        ),
+    ] {
+        let r = start_with(native_mock(), |c| c.fake_reasoning_handling = mode.into()).await;
+        r.mock.push_reply(Reply::Stream(native_answer()));
+        let (s, b) = openai(
+            &r,
+            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        let m = &v["choices"][0]["message"];
+        assert_eq!(m["content"], want, "{mode}");
+        assert!(m.get("reasoning_content").is_none(), "{mode}: {m}");
+    }
+}

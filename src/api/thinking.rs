@@ -416,6 +416,46 @@ impl ThinkingParser {
 }
 
 /// Reasoning in the answer: the parser over a Kiro event stream (see the module docs).
+/// Native reasoning events under `FAKE_REASONING_HANDLING`: `remove` drops them, `strip_tags`
+/// turns the reasoning text into answer text, `pass` into answer text inside `<thinking>` tags;
+/// `as_reasoning_content` leaves them as they are.
+pub fn handle_native(events: KiroEvents, mode: ThinkingMode) -> KiroEvents {
+    use futures_util::StreamExt;
+    if mode == ThinkingMode::AsReasoningContent {
+        return events;
+    }
+    let mut open = false;
+    Box::pin(events.flat_map(move |item| {
+        let out: Vec<Result<Event, crate::kiro::Error>> = match item {
+            Ok(Event::Reasoning { text, .. }) => match mode {
+                ThinkingMode::Remove | ThinkingMode::AsReasoningContent => Vec::new(),
+                ThinkingMode::StripTags => vec![Ok(Event::Text { content: text })],
+                ThinkingMode::Pass => {
+                    let mut content = String::new();
+                    if !open && !text.is_empty() {
+                        open = true;
+                        content.push_str("<thinking>");
+                    }
+                    content.push_str(&text);
+                    vec![Ok(Event::Text { content })]
+                }
+            },
+            Ok(Event::RedactedReasoning { .. }) => Vec::new(),
+            Ok(ev @ (Event::Text { .. } | Event::ToolUse(_))) if open => {
+                open = false;
+                vec![
+                    Ok(Event::Text {
+                        content: "</thinking>\n\n".into(),
+                    }),
+                    Ok(ev),
+                ]
+            }
+            other => vec![other],
+        };
+        futures_util::stream::iter(out)
+    }))
+}
+
 pub fn split_thinking(events: KiroEvents, mode: ThinkingMode) -> KiroEvents {
     if mode == ThinkingMode::Pass {
         return events;

@@ -349,6 +349,8 @@ where
             };
             let events = if prepared.thinking {
                 thinking::split_thinking(events, cfg.thinking_mode)
+            } else if prepared.native {
+                thinking::handle_native(events, cfg.thinking_mode)
             } else {
                 events
             };

@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key"
 READY_TIMEOUT_S = 30.0
 CHAT_PATH = "/generateAssistantResponse"
+# Models the mock advertises native reasoning for (an additionalModelRequestFieldsSchema), so the
+# gateway sends `additionalModelRequestFields` for them instead of prompt tags. Only these: every
+# other model keeps prompt-tag reasoning (test_currency.py covers the native path).
+NATIVE_REASONING_MODELS = ("claude-opus-4.5",)
 
 # Every request of this suite goes to loopback: never through a proxy from the environment.
 for _var in ("NO_PROXY", "no_proxy"):
@@ -113,9 +117,11 @@ def _start(
     cwd: Path,
     logdir: Path,
     ready: Callable[[str], bool],
+    args: Iterable[str] = (),
 ) -> tuple[Process, str]:
-    """Start `binary --port P` on a free port and wait until `ready(url)`; retried on another port
-    if the process dies at once (a port taken between picking and binding)."""
+    """Start `binary --port P [args...]` on a free port and wait until `ready(url)`; retried on
+    another port if the process dies at once (a port taken between picking and binding)."""
+    extra = list(args)
     if not binary.is_file():
         pytest.fail(
             f"{name} binary not found at {binary}; build it first (cargo build --examples --bins) "
@@ -126,7 +132,7 @@ def _start(
     for attempt in range(3):
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = Process(f"{name}-{attempt}", [str(binary), "--port", str(port)], env, cwd, logdir)
+        proc = Process(f"{name}-{attempt}", [str(binary), "--port", str(port), *extra], env, cwd, logdir)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.proc.poll() is not None:
@@ -179,7 +185,10 @@ def _logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mock_process(_logdir: Path) -> Iterator[tuple[Process, str]]:
     binary = _binary("MOCK_KIRO_BIN", "target/debug/examples/mock_kiro")
     env = dict(os.environ)
-    proc, url = _start("mock_kiro", binary, env, _logdir, _logdir, lambda u: _probe(u, "/__mock/requests"))
+    args = [a for m in NATIVE_REASONING_MODELS for a in ("--reasoning-schema", m)]
+    proc, url = _start(
+        "mock_kiro", binary, env, _logdir, _logdir, lambda u: _probe(u, "/__mock/requests"), args
+    )
     yield proc, url
     proc.stop()
 
