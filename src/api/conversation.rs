@@ -115,6 +115,8 @@ pub struct Conversation {
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub model_id: String,
+    /// `origin` of every `userInputMessage` (the protocol's; empty: `AI_EDITOR`).
+    pub origin: String,
     pub profile_arn: Option<String>,
     pub conversation_id: String,
     /// Descriptions longer than this move to the system prompt (`0`: never).
@@ -453,6 +455,11 @@ pub fn to_kiro(
     }
 
     let model_id = &opts.model_id;
+    let origin = if opts.origin.is_empty() {
+        "AI_EDITOR"
+    } else {
+        opts.origin.as_str()
+    };
     let history: Vec<HistoryMessage> = messages
         .into_iter()
         .map(|m| match m.role {
@@ -463,7 +470,7 @@ pub fn to_kiro(
                     m.text
                 },
                 model_id: model_id.clone(),
-                origin: "AI_EDITOR".into(),
+                origin: origin.to_owned(),
                 images: m.images,
                 user_input_message_context: (!m.tool_results.is_empty()).then(|| {
                     UserInputMessageContext {
@@ -494,7 +501,7 @@ pub fn to_kiro(
             std::mem::take(&mut current.text)
         },
         model_id: model_id.clone(),
-        origin: "AI_EDITOR".into(),
+        origin: origin.to_owned(),
         images: current.images,
         user_input_message_context: (!context.is_empty()).then_some(context),
     };
@@ -563,6 +570,7 @@ mod tests {
     fn opts() -> BuildOptions {
         BuildOptions {
             model_id: "claude-sonnet-4.5".into(),
+            origin: String::new(),
             profile_arn: None,
             conversation_id: "c".into(),
             tool_description_max: 10_000,
