@@ -337,25 +337,47 @@ async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
     }))
 }
 
-fn model_object(id: &str) -> serde_json::Value {
-    json!({"id": id, "object": "model", "created": crate::api::unix_now(), "owned_by": "anthropic",
-           "description": "Claude model via Kiro API"})
+/// `context_length` / `max_output_tokens` from the catalogue, when it reports them.
+fn add_limits(obj: &mut serde_json::Value, catalog: &crate::models::ModelCatalog, id: &str) {
+    let Some(limits) = catalog.limits(id) else {
+        return;
+    };
+    if let Some(n) = limits.max_input_tokens {
+        obj["context_length"] = json!(n);
+    }
+    if let Some(n) = limits.max_output_tokens {
+        obj["max_output_tokens"] = json!(n);
+    }
+}
+
+fn model_object(gw: &Gateway, id: &str) -> serde_json::Value {
+    let mut m = json!({"id": id, "object": "model", "created": crate::api::unix_now(), "owned_by": "anthropic",
+           "description": "Claude model via Kiro API"});
+    add_limits(&mut m, &gw.parts.catalog, id);
+    m
+}
+
+fn anthropic_model_object(gw: &Gateway, id: &str) -> serde_json::Value {
+    let created = crate::auth::source::format_expiry(gw.started);
+    let mut m = json!({"type": "model", "id": id, "display_name": id, "created_at": created});
+    add_limits(&mut m, &gw.parts.catalog, id);
+    m
 }
 
 /// Anthropic clients (they send `anthropic-version`) get Anthropic's list shape, with the
-/// paging fields the SDK needs; everyone else OpenAI's.
+/// paging fields the SDK needs; everyone else OpenAI's. Both carry `context_length` and
+/// `max_output_tokens` when the catalogue reports them.
 async fn list_models(State(gw): State<Gateway>, headers: http::HeaderMap) -> impl IntoResponse {
     let ids = gw.parts.catalog.listed_ids();
     if headers.contains_key("anthropic-version") {
-        let created = crate::auth::source::format_expiry(gw.started);
         let data: Vec<_> = ids
             .iter()
-            .map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": created}))
+            .map(|id| anthropic_model_object(&gw, id))
             .collect();
         return axum::Json(json!({"data": data, "has_more": false,
             "first_id": ids.first(), "last_id": ids.last()}));
     }
-    let data: Vec<_> = ids.iter().map(|id| model_object(id)).collect();
+    let data: Vec<_> = ids.iter().map(|id| model_object(&gw, id)).collect();
     axum::Json(json!({"object": "list", "data": data}))
 }
 
@@ -400,10 +422,21 @@ async fn count_tokens(State(gw): State<Gateway>, req: Request<Body>) -> Response
     }
 }
 
-async fn get_model(State(gw): State<Gateway>, Path(id): Path<String>) -> Response<Body> {
+async fn get_model(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    headers: http::HeaderMap,
+) -> Response<Body> {
+    let anthropic = headers.contains_key("anthropic-version");
+    let dialect = if anthropic {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
     match gw.parts.catalog.resolve(&id) {
-        Ok(_) => axum::Json(model_object(&id)).into_response(),
-        Err(_) => Dialect::OpenAi.error_response(
+        Ok(_) if anthropic => axum::Json(anthropic_model_object(&gw, &id)).into_response(),
+        Ok(_) => axum::Json(model_object(&gw, &id)).into_response(),
+        Err(_) => dialect.error_response(
             &GatewayError::not_found(format!("The model {id:?} does not exist"))
                 .with_code("model_not_found"),
         ),
