@@ -51,9 +51,16 @@ pub struct Config {
     pub profile_arn_policy: String,
     /// `TOKEN_REFRESH_MARGIN_SECS`
     pub token_refresh_margin_secs: u64,
+    /// `KIRO_API_KEY`: a Kiro API key (`ksk_...`); wins over the other credential sources
+    pub kiro_api_key: Option<Secret>,
 
-    /// `KIRO_API_URL` (`{region}` is replaced)
+    /// `KIRO_API_PROTOCOL`: `q` (the original's q.{region}.amazonaws.com REST paths) or
+    /// `runtime` (kiro-cli's runtime.{region}.kiro.dev JSON protocol)
+    pub kiro_api_protocol: String,
+    /// `KIRO_API_URL` (`{region}` is replaced); empty: the protocol's host
     pub kiro_api_url: String,
+    /// `KIRO_MANAGEMENT_URL`: model-list base of the runtime protocol; empty: its host
+    pub kiro_management_url: String,
     /// `KIRO_DESKTOP_AUTH_URL`
     pub kiro_desktop_auth_url: String,
     /// `KIRO_OIDC_URL`
@@ -132,7 +139,10 @@ impl Default for Config {
             kiro_cli_db_file: None,
             profile_arn_policy: "auto".into(),
             token_refresh_margin_secs: 300,
-            kiro_api_url: "https://q.{region}.amazonaws.com".into(),
+            kiro_api_key: None,
+            kiro_api_protocol: "q".into(),
+            kiro_api_url: String::new(),
+            kiro_management_url: String::new(),
             kiro_desktop_auth_url: "https://prod.{region}.auth.desktop.kiro.dev".into(),
             kiro_oidc_url: "https://oidc.{region}.amazonaws.com".into(),
             vpn_proxy_url: None,
@@ -178,7 +188,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("KIRO_CLI_DB_FILE", "kiro_cli_db_file"),
     ("PROFILE_ARN_POLICY", "profile_arn_policy"),
     ("TOKEN_REFRESH_MARGIN_SECS", "token_refresh_margin_secs"),
+    ("KIRO_API_KEY", "kiro_api_key"),
+    ("KIRO_API_PROTOCOL", "kiro_api_protocol"),
     ("KIRO_API_URL", "kiro_api_url"),
+    ("KIRO_MANAGEMENT_URL", "kiro_management_url"),
     ("KIRO_DESKTOP_AUTH_URL", "kiro_desktop_auth_url"),
     ("KIRO_OIDC_URL", "kiro_oidc_url"),
     ("VPN_PROXY_URL", "vpn_proxy_url"),
@@ -239,10 +252,11 @@ fn unquote(v: &str) -> &str {
 
 impl Config {
     /// Point this configuration at a mock upstream (the offline demo, examples, tests): all
-    /// three URLs at `url`, credentials = the mock's refresh token, no credential files.
+    /// four URLs at `url`, credentials = the mock's refresh token, no credential files.
     pub fn use_mock(&mut self, mock: &crate::mock::MockKiro) {
         let url = mock.url();
         self.kiro_api_url = url.clone();
+        self.kiro_management_url = url.clone();
         self.kiro_desktop_auth_url = url.clone();
         self.kiro_oidc_url = url;
         self.refresh_token = Some(mock.config().initial_refresh_token.clone());
@@ -282,7 +296,10 @@ impl Config {
             "KIRO_CLI_DB_FILE" => self.kiro_cli_db_file = opt(v).map(PathBuf::from),
             "PROFILE_ARN_POLICY" => self.profile_arn_policy = v.to_owned(),
             "TOKEN_REFRESH_MARGIN_SECS" => self.token_refresh_margin_secs = parse_num(name, v)?,
+            "KIRO_API_KEY" => self.kiro_api_key = opt(v).map(Secret::new),
+            "KIRO_API_PROTOCOL" => self.kiro_api_protocol = v.to_owned(),
             "KIRO_API_URL" => self.kiro_api_url = v.to_owned(),
+            "KIRO_MANAGEMENT_URL" => self.kiro_management_url = v.to_owned(),
             "KIRO_DESKTOP_AUTH_URL" => self.kiro_desktop_auth_url = v.to_owned(),
             "KIRO_OIDC_URL" => self.kiro_oidc_url = v.to_owned(),
             "VPN_PROXY_URL" => self.vpn_proxy_url = opt(v),
@@ -388,6 +405,10 @@ impl Config {
                 ))
             }
         };
+        let api_protocol: crate::kiro::ApiProtocol = self
+            .kiro_api_protocol
+            .parse()
+            .map_err(|e: String| invalid("KIRO_API_PROTOCOL", e))?;
         let pass_through_unknown = match self.unknown_model_policy.to_ascii_lowercase().as_str() {
             "reject" | "" => false,
             "pass" | "passthrough" | "pass_through" => true,
@@ -446,6 +467,7 @@ impl Config {
         Ok(ValidConfig {
             addr: std::net::SocketAddr::new(host, self.port),
             raw: self.clone(),
+            api_protocol,
             profile_arn_policy,
             pass_through_unknown,
             debug_mode,
@@ -462,6 +484,7 @@ impl Config {
 pub struct ValidConfig {
     pub addr: std::net::SocketAddr,
     pub raw: Config,
+    pub api_protocol: crate::kiro::ApiProtocol,
     pub profile_arn_policy: ProfileArnPolicy,
     pub pass_through_unknown: bool,
     pub debug_mode: DebugMode,
@@ -480,11 +503,31 @@ impl ValidConfig {
             region: Some(self.raw.kiro_region.clone()),
             creds_file: self.raw.kiro_creds_file.clone(),
             cli_db_file: self.raw.kiro_cli_db_file.clone(),
+            api_key: self.raw.kiro_api_key.clone(),
+        }
+    }
+
+    /// The base URLs in force: the configured ones, else the protocol's hosts.
+    pub fn endpoints(&self) -> crate::kiro::EndpointTemplates {
+        let defaults = crate::kiro::EndpointTemplates::for_protocol(self.api_protocol);
+        let pick = |configured: &str, default: String| {
+            if configured.trim().is_empty() {
+                default
+            } else {
+                configured.trim().to_owned()
+            }
+        };
+        crate::kiro::EndpointTemplates {
+            api_url: pick(&self.raw.kiro_api_url, defaults.api_url),
+            management_url: pick(&self.raw.kiro_management_url, defaults.management_url),
+            desktop_auth_url: pick(&self.raw.kiro_desktop_auth_url, defaults.desktop_auth_url),
+            oidc_url: pick(&self.raw.kiro_oidc_url, defaults.oidc_url),
         }
     }
 
     pub fn has_credentials(&self) -> bool {
-        self.raw.refresh_token.is_some()
+        self.raw.kiro_api_key.is_some()
+            || self.raw.refresh_token.is_some()
             || self.raw.kiro_creds_file.is_some()
             || self.raw.kiro_cli_db_file.is_some()
     }
@@ -560,5 +603,62 @@ mod tests {
             ..Default::default()
         };
         assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn protocol_picks_the_default_hosts_and_urls_stay_overridable() {
+        let q = Config::default().validate().unwrap();
+        assert_eq!(q.api_protocol, crate::kiro::ApiProtocol::Q);
+        assert_eq!(
+            q.endpoints().api("us-east-1"),
+            "https://q.us-east-1.amazonaws.com"
+        );
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "KIRO_API_PROTOCOL").then(|| "runtime".into()))
+            .unwrap();
+        let rt = c.validate().unwrap();
+        assert_eq!(rt.api_protocol, crate::kiro::ApiProtocol::Runtime);
+        let e = rt.endpoints();
+        assert_eq!(
+            e.api("eu-central-1"),
+            "https://runtime.eu-central-1.kiro.dev"
+        );
+        assert_eq!(
+            e.management("eu-central-1"),
+            "https://management.eu-central-1.kiro.dev"
+        );
+        c.set_env("KIRO_MANAGEMENT_URL", "http://127.0.0.1:9/m")
+            .unwrap();
+        c.set_env("KIRO_API_URL", "http://127.0.0.1:9/r").unwrap();
+        let e = c.validate().unwrap().endpoints();
+        assert_eq!(e.management("x"), "http://127.0.0.1:9/m");
+        assert_eq!(e.api("x"), "http://127.0.0.1:9/r");
+        c.set_env("KIRO_API_PROTOCOL", "grpc").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("KIRO_API_PROTOCOL"), "{err}");
+    }
+
+    #[test]
+    fn the_api_key_is_a_secret_in_debug_output() {
+        let mut c = Config::default();
+        c.set_env("KIRO_API_KEY", "ksk_supersecret123").unwrap();
+        let v = c.validate().unwrap();
+        assert!(v.has_credentials());
+        assert_eq!(
+            v.credentials().api_key.as_ref().map(Secret::expose),
+            Some("ksk_supersecret123")
+        );
+        for text in [
+            format!("{c:?}"),
+            format!("{v:?}"),
+            format!("{:?}", v.credentials()),
+        ] {
+            assert!(!text.contains("supersecret"), "{text}");
+        }
+        let from_toml = Config::from_toml("kiro_api_key = \"ksk_t\"\n", "c").unwrap();
+        assert_eq!(
+            from_toml.kiro_api_key.map(|k| k.expose().to_owned()),
+            Some("ksk_t".into())
+        );
     }
 }

@@ -119,6 +119,14 @@ impl From<AuthError> for GatewayError {
                 format!("Kiro credentials need attention: {e}"),
             )
             .with_code("kiro_reauthentication_required"),
+            // the gateway's own upstream credential is refused: the client's key was fine, so
+            // not a 401 that would send it to re-enter its key
+            AuthError::ApiKeyRefused { .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                ErrorKind::Permission,
+                format!("Kiro credentials need attention: {e}"),
+            )
+            .with_code("kiro_api_key_invalid"),
             AuthError::Transient { .. } => {
                 Self::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, e.to_string())
             }

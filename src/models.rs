@@ -7,11 +7,23 @@
 //! name (spec 5.3: dashes to dots in versions, date and `-latest` suffixes dropped, the
 //! `claude-3.7-sonnet` form reordered); the hidden legacy ids (`claude-3.7-sonnet` →
 //! `CLAUDE_3_7_SONNET_20250219_V1_0`). Names compare case-insensitively.
+//!
+//! **Suffixes.** Claude Code's `…[1m]` (its 1M-context form) and peers' `…-thinking` name the
+//! base model: `claude-sonnet-4-5[1m]` and `claude-sonnet-4-5-thinking` both resolve to
+//! `claude-sonnet-4.5`. The `[1m]` form selects a 1M window only where the catalogue has one:
+//! - if the catalogue lists a variant of the base id (`{base}[1m]` or `{base}-1m`, the form
+//!   is assumed), that variant is sent and its window used;
+//! - otherwise the base id is sent, and the window is the catalogue's `maxInputTokens` for it:
+//!   1 000 000 when the catalogue reports that, else what it reports (e.g. 200 000). The
+//!   gateway never claims 1M because of the suffix alone (spec 5.4: use the catalogue's
+//!   value; Kiro has no documented 1M switch).
+//!
+//! The window of every model is looked up by the resolved id, never by the client's string.
 
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
-use crate::kiro::types::ModelInfo;
+use crate::kiro::types::{ModelInfo, TokenLimits};
 
 /// Aliases offered to clients (shown in `/v1/models`), resolved before anything else.
 pub const ALIASES: &[(&str, &str)] = &[("auto-kiro", "auto")];
@@ -88,13 +100,32 @@ fn fallback() -> Vec<ModelInfo> {
         .collect()
 }
 
+/// Claude Code's 1M-context suffix.
+pub const LONG_CONTEXT_SUFFIX: &str = "[1m]";
+
+/// Whether a client's name carries the `[1m]` suffix (anywhere among its trailing suffixes).
+pub fn wants_long_context(name: &str) -> bool {
+    let mut n = name.trim().to_ascii_lowercase();
+    loop {
+        if n.ends_with(LONG_CONTEXT_SUFFIX) {
+            return true;
+        }
+        match n.strip_suffix("-thinking") {
+            Some(s) => n = s.to_owned(),
+            None => return false,
+        }
+    }
+}
+
 /// The normalised form of a name (spec 5.3 rules), lower case.
 pub fn normalize(name: &str) -> String {
     let mut n = name.trim().to_ascii_lowercase();
-    for suffix in ["[1m]", "-thinking"] {
-        if let Some(s) = n.strip_suffix(suffix) {
-            n = s.to_owned();
-        }
+    // `[1m]` and `-thinking`, in either order
+    while let Some(s) = n
+        .strip_suffix(LONG_CONTEXT_SUFFIX)
+        .or_else(|| n.strip_suffix("-thinking"))
+    {
+        n = s.to_owned();
     }
     if let Some(s) = n.strip_suffix("-latest") {
         n = s.to_owned();
@@ -233,13 +264,25 @@ impl ModelCatalog {
     }
 
     fn max_input(&self, kiro_id: &str) -> u64 {
+        self.catalogue_limits(kiro_id)
+            .and_then(|t| t.max_input_tokens)
+            .unwrap_or(DEFAULT_MAX_INPUT_TOKENS)
+    }
+
+    /// The catalogue's token limits of a service id, when it reports them.
+    fn catalogue_limits(&self, kiro_id: &str) -> Option<TokenLimits> {
         self.read()
             .models
             .iter()
             .find(|m| m.model_id == kiro_id)
-            .and_then(|m| m.token_limits.as_ref())
-            .and_then(|t| t.max_input_tokens)
-            .unwrap_or(DEFAULT_MAX_INPUT_TOKENS)
+            .and_then(|m| m.token_limits.clone())
+    }
+
+    /// The token limits the catalogue reports for what a client's name resolves to (`None`
+    /// when the name is unknown or the catalogue says nothing, as on the fallback list).
+    pub fn limits(&self, requested: &str) -> Option<TokenLimits> {
+        let resolved = self.resolve(requested).ok()?;
+        self.catalogue_limits(&resolved.kiro_id)
     }
 
     fn reasoning_schema(&self, kiro_id: &str) -> Option<std::sync::Arc<serde_json::Value>> {
@@ -277,6 +320,15 @@ impl ModelCatalog {
             return Ok(done((*target).to_owned()));
         }
         let norm = normalize(name);
+        if wants_long_context(name) {
+            // a listed 1M variant of the base wins; else the base with its own window
+            let variant = [format!("{norm}{LONG_CONTEXT_SUFFIX}"), format!("{norm}-1m")]
+                .iter()
+                .find_map(|v| self.find_id(v));
+            if let Some(id) = variant {
+                return Ok(done(id));
+            }
+        }
         if let Some(id) = self.find_id(&norm) {
             return Ok(done(id));
         }
@@ -312,6 +364,9 @@ mod tests {
             ("claude-sonnet-4-5-latest", "claude-sonnet-4.5"),
             ("Claude-Sonnet-4.5", "claude-sonnet-4.5"),
             ("claude-opus-4-6[1m]", "claude-opus-4.6"),
+            ("claude-sonnet-4-5-thinking", "claude-sonnet-4.5"),
+            ("claude-sonnet-4-5-thinking[1m]", "claude-sonnet-4.5"),
+            ("claude-sonnet-4-5[1m]-thinking", "claude-sonnet-4.5"),
         ] {
             assert_eq!(normalize(input), want, "{input}");
         }
@@ -369,6 +424,66 @@ mod tests {
         assert_eq!(
             c.resolve("claude-sonnet-4-5").unwrap().max_input_tokens,
             1_000_000
+        );
+    }
+
+    fn model(id: &str, max_in: u64, max_out: u64) -> ModelInfo {
+        ModelInfo {
+            model_id: id.into(),
+            token_limits: Some(TokenLimits {
+                max_input_tokens: Some(max_in),
+                max_output_tokens: Some(max_out),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_m_suffix_takes_the_catalogue_window_of_the_base() {
+        let c = ModelCatalog::new(Duration::from_secs(60), false);
+        c.set_models(vec![
+            model("claude-sonnet-4.5", 200_000, 64_000),
+            model("claude-opus-4.6", 1_000_000, 128_000),
+        ]);
+        // the catalogue says 200k: the suffix does not make it 1M
+        let r = c.resolve("claude-sonnet-4-5[1m]").unwrap();
+        assert_eq!(
+            (r.kiro_id.as_str(), r.max_input_tokens),
+            ("claude-sonnet-4.5", 200_000)
+        );
+        // the catalogue says 1M: the suffix (or none) gets it
+        let r = c.resolve("claude-opus-4-6[1m]").unwrap();
+        assert_eq!(
+            (r.kiro_id.as_str(), r.max_input_tokens),
+            ("claude-opus-4.6", 1_000_000)
+        );
+        assert!(wants_long_context("claude-opus-4-6[1M]"));
+        assert!(!wants_long_context("claude-opus-4-6"));
+        assert_eq!(
+            c.limits("claude-opus-4-6[1m]").unwrap().max_output_tokens,
+            Some(128_000)
+        );
+        // unknown to the catalogue's limits (fallback ids): nothing claimed
+        let fallback = ModelCatalog::new(Duration::from_secs(60), false);
+        assert_eq!(fallback.limits("claude-sonnet-4.5"), None);
+    }
+
+    #[test]
+    fn one_m_suffix_selects_a_listed_variant() {
+        let c = ModelCatalog::new(Duration::from_secs(60), false);
+        c.set_models(vec![
+            model("claude-sonnet-4.5", 200_000, 64_000),
+            model("claude-sonnet-4.5-1m", 1_000_000, 64_000),
+        ]);
+        let r = c.resolve("claude-sonnet-4-5-20250929[1m]").unwrap();
+        assert_eq!(
+            (r.kiro_id.as_str(), r.max_input_tokens),
+            ("claude-sonnet-4.5-1m", 1_000_000)
+        );
+        let r = c.resolve("claude-sonnet-4-5").unwrap();
+        assert_eq!(
+            (r.kiro_id.as_str(), r.max_input_tokens),
+            ("claude-sonnet-4.5", 200_000)
         );
     }
 }

@@ -35,6 +35,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Read from configuration as a plain string (there is no `Serialize`: a secret is never
+/// written out by serde).
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
         Secret::new(s)

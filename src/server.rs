@@ -25,11 +25,12 @@ use tower_http::trace::TraceLayer;
 use crate::api::anthropic::AnthropicMessages;
 use crate::api::openai::OpenAiChat;
 use crate::api::{Body, Dialect};
-use crate::auth::{TokenConfig, TokenManager};
+use crate::auth::{ProfileArnPolicy, TokenConfig, TokenManager};
 use crate::config::ValidConfig;
 use crate::error::GatewayError;
 use crate::kiro::{
-    EndpointTemplates, HttpConfig, KiroClient, KiroClientConfig, KiroHeaders, UpstreamHttp,
+    self, ApiProtocol, BearerKind, HttpConfig, KiroClient, KiroClientConfig, KiroHeaders,
+    UpstreamHttp,
 };
 use crate::layers::{ApiKeyLayer, CaptureConfig, RetryConfig, StackParts, TranslateConfig};
 use crate::models::ModelCatalog;
@@ -52,12 +53,20 @@ impl Gateway {
             connect_timeout: Duration::from_secs(raw.connect_timeout),
             ..Default::default()
         })?;
-        let endpoints = EndpointTemplates {
-            api_url: raw.kiro_api_url.clone(),
-            desktop_auth_url: raw.kiro_desktop_auth_url.clone(),
-            oidc_url: raw.kiro_oidc_url.clone(),
-        };
+        let endpoints = cfg.endpoints();
         let headers = KiroHeaders::default();
+        // the protocol decides what the body must carry; the layers above just use the values
+        let body = cfg.api_protocol.body_requirements();
+        let profile_arn_policy = if body.profile_arn_required {
+            if cfg.profile_arn_policy == ProfileArnPolicy::Never {
+                tracing::warn!(
+                    "PROFILE_ARN_POLICY=never is ignored: the runtime protocol needs the profile ARN on every call"
+                );
+            }
+            ProfileArnPolicy::Always
+        } else {
+            cfg.profile_arn_policy
+        };
         let tokens = TokenManager::load(
             &cfg.credentials(),
             &endpoints,
@@ -65,11 +74,24 @@ impl Gateway {
             headers.clone(),
             TokenConfig {
                 refresh_margin: Duration::from_secs(raw.token_refresh_margin_secs),
-                profile_arn_policy: cfg.profile_arn_policy,
+                profile_arn_policy,
                 ..Default::default()
             },
         )?;
-        let mut client_cfg = KiroClientConfig::new(endpoints.api(tokens.api_region()));
+        if body.profile_arn_required && tokens.profile_arn().is_none() {
+            return Err(GatewayError::internal(format!(
+                "KIRO_API_PROTOCOL={} needs a profile ARN and none was found in {}. It is in the `state` table of kiro-cli's SQLite database (key api.codewhisperer.profile, read through KIRO_CLI_DB_FILE), in the profileArn field of the Kiro IDE's credentials file (KIRO_CREDS_FILE), or can be given as PROFILE_ARN=arn:aws:codewhisperer:<region>:<account>:profile/<id>",
+                cfg.api_protocol.as_str(),
+                tokens.source().describe()
+            )));
+        }
+        let region = tokens.api_region().to_owned();
+        let mut client_cfg = match cfg.api_protocol {
+            ApiProtocol::Q => KiroClientConfig::new(endpoints.api(&region)),
+            ApiProtocol::Runtime => {
+                KiroClientConfig::runtime(endpoints.api(&region), endpoints.management(&region))
+            }
+        };
         client_cfg.idle_timeout = crate::config::secs(raw.streaming_read_timeout, 0.05);
         client_cfg.headers = headers;
         let client = KiroClient::new(http, client_cfg);
@@ -87,6 +109,7 @@ impl Gateway {
             )),
             translate: TranslateConfig {
                 tokens: Some(tokens.clone()),
+                origin: client.body_requirements().origin.into(),
                 tool_description_max: raw.tool_description_max_length,
                 thinking: crate::api::thinking::ThinkingDefaults {
                     enabled: raw.fake_reasoning,
@@ -122,8 +145,23 @@ impl Gateway {
         let token = p.tokens.access_token().await?;
         let list = p
             .client
-            .list_models(&token.token, p.tokens.profile_arn_for_requests().as_deref())
-            .await?;
+            .list_models_as(
+                &token.token,
+                p.tokens.bearer_kind(),
+                p.tokens.profile_arn_for_requests().as_deref(),
+            )
+            .await
+            .map_err(|e| match e {
+                // an API key has no refresh to fall back on: say it is the key
+                kiro::Error::Status(s)
+                    if p.tokens.bearer_kind() == BearerKind::ApiKey
+                        && s.status == StatusCode::FORBIDDEN
+                        && !s.is_suspended() =>
+                {
+                    kiro::Error::Auth(TokenManager::api_key_refused(403, s.message.clone()))
+                }
+                other => other,
+            })?;
         let n = list.models.len();
         p.catalog.set_models(list.models);
         Ok(n)
@@ -280,6 +318,7 @@ async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": gw.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
         "open_streams": gw.parts.translate.open_streams.get(),
+        "protocol": gw.parts.client.config().protocol.as_str(),
         "auth": {
             "type": status.auth_kind.as_str(),
             "source": gw.parts.tokens.source().kind_name(),
@@ -299,25 +338,47 @@ async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
     }))
 }
 
-fn model_object(id: &str) -> serde_json::Value {
-    json!({"id": id, "object": "model", "created": crate::api::unix_now(), "owned_by": "anthropic",
-           "description": "Claude model via Kiro API"})
+/// `context_length` / `max_output_tokens` from the catalogue, when it reports them.
+fn add_limits(obj: &mut serde_json::Value, catalog: &crate::models::ModelCatalog, id: &str) {
+    let Some(limits) = catalog.limits(id) else {
+        return;
+    };
+    if let Some(n) = limits.max_input_tokens {
+        obj["context_length"] = json!(n);
+    }
+    if let Some(n) = limits.max_output_tokens {
+        obj["max_output_tokens"] = json!(n);
+    }
+}
+
+fn model_object(gw: &Gateway, id: &str) -> serde_json::Value {
+    let mut m = json!({"id": id, "object": "model", "created": crate::api::unix_now(), "owned_by": "anthropic",
+           "description": "Claude model via Kiro API"});
+    add_limits(&mut m, &gw.parts.catalog, id);
+    m
+}
+
+fn anthropic_model_object(gw: &Gateway, id: &str) -> serde_json::Value {
+    let created = crate::auth::source::format_expiry(gw.started);
+    let mut m = json!({"type": "model", "id": id, "display_name": id, "created_at": created});
+    add_limits(&mut m, &gw.parts.catalog, id);
+    m
 }
 
 /// Anthropic clients (they send `anthropic-version`) get Anthropic's list shape, with the
-/// paging fields the SDK needs; everyone else OpenAI's.
+/// paging fields the SDK needs; everyone else OpenAI's. Both carry `context_length` and
+/// `max_output_tokens` when the catalogue reports them.
 async fn list_models(State(gw): State<Gateway>, headers: http::HeaderMap) -> impl IntoResponse {
     let ids = gw.parts.catalog.listed_ids();
     if headers.contains_key("anthropic-version") {
-        let created = crate::auth::source::format_expiry(gw.started);
         let data: Vec<_> = ids
             .iter()
-            .map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": created}))
+            .map(|id| anthropic_model_object(&gw, id))
             .collect();
         return axum::Json(json!({"data": data, "has_more": false,
             "first_id": ids.first(), "last_id": ids.last()}));
     }
-    let data: Vec<_> = ids.iter().map(|id| model_object(id)).collect();
+    let data: Vec<_> = ids.iter().map(|id| model_object(&gw, id)).collect();
     axum::Json(json!({"object": "list", "data": data}))
 }
 
@@ -346,6 +407,7 @@ async fn count_tokens(State(gw): State<Gateway>, req: Request<Body>) -> Response
         let conv = crate::api::anthropic::to_conversation(&body, false)?;
         let opts = crate::api::conversation::BuildOptions {
             model_id: resolved.kiro_id,
+            origin: gw.parts.translate.origin.clone(),
             profile_arn: None,
             conversation_id: String::new(),
             tool_description_max: gw.parts.translate.tool_description_max,
@@ -360,10 +422,21 @@ async fn count_tokens(State(gw): State<Gateway>, req: Request<Body>) -> Response
     }
 }
 
-async fn get_model(State(gw): State<Gateway>, Path(id): Path<String>) -> Response<Body> {
+async fn get_model(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    headers: http::HeaderMap,
+) -> Response<Body> {
+    let anthropic = headers.contains_key("anthropic-version");
+    let dialect = if anthropic {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
     match gw.parts.catalog.resolve(&id) {
-        Ok(_) => axum::Json(model_object(&id)).into_response(),
-        Err(_) => Dialect::OpenAi.error_response(
+        Ok(_) if anthropic => axum::Json(anthropic_model_object(&gw, &id)).into_response(),
+        Ok(_) => axum::Json(model_object(&gw, &id)).into_response(),
+        Err(_) => dialect.error_response(
             &GatewayError::not_found(format!("The model {id:?} does not exist"))
                 .with_code("model_not_found"),
         ),

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 fn opts() -> BuildOptions {
     BuildOptions {
         model_id: "claude-sonnet-4.5".into(),
+        origin: String::new(),
         profile_arn: None,
         conversation_id: "c".into(),
         tool_description_max: 100,

@@ -1,6 +1,7 @@
 //! No secret ever reaches a log line (at TRACE), an error message or a debug file: a full run
-//! with DEBUG_MODE=all over both credential flows, both dialects, streams, refreshes after a
-//! 403 and failures, then every captured byte is searched for every secret that was in play.
+//! with DEBUG_MODE=all over both credential flows and Kiro API keys (taken and refused), both
+//! dialects, streams, refreshes after a 403 and failures, then every captured byte is searched
+//! for every secret that was in play.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -119,6 +120,51 @@ async fn no_secret_in_logs_errors_or_debug_files() {
             "the refresh flows ran"
         );
     }
+    // the API key source, on both protocols: a key the service takes and one it refuses
+    for (key, protocol) in [
+        ("ksk_secret_good_key", "q"),
+        ("ksk_secret_revoked_key", "q"),
+        ("ksk_secret_good_key", "runtime"),
+    ] {
+        let dd = debug_dir.path().to_path_buf();
+        let mock = MockConfig {
+            api_key: Some("ksk_secret_good_key".into()),
+            ..Default::default()
+        };
+        let r = start_with(mock, move |c| {
+            c.debug_mode = "all".into();
+            c.debug_dir = dd;
+            c.debug_keep = 1000;
+            c.log_level = "trace".into();
+            c.refresh_token = None;
+            c.kiro_api_key = Some(key.into());
+            c.kiro_api_protocol = protocol.into();
+            c.profile_arn = Some("arn:aws:codewhisperer:us-east-1:1:profile/P".into());
+        })
+        .await;
+        for stream in [false, true] {
+            let (_, _, b) = r.chat(json!({"model": "claude-sonnet-4-5", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await;
+            responses.push_str(&String::from_utf8_lossy(&b));
+            let (_, _, b) = r
+                .send(
+                    r.req(
+                        "POST",
+                        "/v1/messages",
+                        json!({"model": "claude-sonnet-4-5", "stream": stream, "max_tokens": 9,
+                    "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                    ),
+                )
+                .await;
+            responses.push_str(&String::from_utf8_lossy(&b));
+        }
+        let (_, _, b) = r.send(r.req("GET", "/health", "")).await;
+        responses.push_str(&String::from_utf8_lossy(&b));
+        assert!(
+            r.mock.generate_calls() >= 4,
+            "the API-key calls reached the mock"
+        );
+    }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // debug files land
     let mut files = Vec::new();
     all_files(debug_dir.path(), &mut files);
@@ -144,6 +190,7 @@ async fn no_secret_in_logs_errors_or_debug_files() {
         "mock-client-secret",
         "test-key",
         "wrong-key-secret",
+        "ksk_secret_",
     ];
     for (name, text) in &haystacks {
         for s in secrets {

@@ -137,6 +137,8 @@ pub struct Conversation {
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     pub model_id: String,
+    /// `origin` of every `userInputMessage` (the protocol's; empty: `AI_EDITOR`).
+    pub origin: String,
     pub profile_arn: Option<String>,
     pub conversation_id: String,
     /// Descriptions longer than this move to the system prompt (`0`: never).
@@ -481,6 +483,11 @@ pub fn to_kiro(
     }
 
     let model_id = &opts.model_id;
+    let origin = if opts.origin.is_empty() {
+        "AI_EDITOR"
+    } else {
+        opts.origin.as_str()
+    };
     let history: Vec<HistoryMessage> = messages
         .into_iter()
         .map(|m| match m.role {
@@ -491,7 +498,7 @@ pub fn to_kiro(
                     m.text
                 },
                 model_id: model_id.clone(),
-                origin: "AI_EDITOR".into(),
+                origin: origin.to_owned(),
                 images: m.images,
                 user_input_message_context: (!m.tool_results.is_empty()).then(|| {
                     UserInputMessageContext {
@@ -529,7 +536,7 @@ pub fn to_kiro(
             std::mem::take(&mut current.text)
         },
         model_id: model_id.clone(),
-        origin: "AI_EDITOR".into(),
+        origin: origin.to_owned(),
         images: current.images,
         user_input_message_context: (!context.is_empty()).then_some(context),
     };
@@ -599,6 +606,7 @@ mod tests {
     fn opts() -> BuildOptions {
         BuildOptions {
             model_id: "claude-sonnet-4.5".into(),
+            origin: String::new(),
             profile_arn: None,
             conversation_id: "c".into(),
             tool_description_max: 10_000,

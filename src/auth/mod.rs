@@ -1,5 +1,5 @@
-//! Kiro credentials: loading from the four sources, refreshing (single-flight, ahead of
-//! expiry), and writing rotated tokens back.
+//! Kiro credentials: loading from the five sources (see [`source`] for their precedence),
+//! refreshing (single-flight, ahead of expiry), and writing rotated tokens back.
 
 pub mod source;
 pub mod token;
@@ -27,6 +27,10 @@ pub enum AuthError {
     /// The refresh could not be done right now (network, 429, 5xx); a later try may work.
     #[error("refreshing the Kiro access token from {origin} failed: {detail}")]
     Transient { origin: String, detail: String },
+    /// The service refused the Kiro API key (`KIRO_API_KEY`). There is nothing to refresh:
+    /// the key itself is wrong, revoked or not entitled.
+    #[error("Kiro refused the API key from KIRO_API_KEY ({status}: {message}); check that the key is complete and not revoked, and that the account's plan allows API keys (Kiro Pro+ tiers)")]
+    ApiKeyRefused { status: u16, message: String },
     /// A rotated token could not be written back.
     #[error("could not write the refreshed token back to {origin}: {detail}")]
     Persist { origin: String, detail: String },

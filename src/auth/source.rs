@@ -1,10 +1,21 @@
 //! Where credentials come from and where rotated ones go back to.
 //!
-//! Four sources (spec section 2): the Kiro IDE JSON file and the AWS SSO OIDC JSON file (both
-//! `KIRO_CREDS_FILE`), a bare `REFRESH_TOKEN`, and the kiro-cli SQLite database
-//! (`KIRO_CLI_DB_FILE`). Write-back keeps every field it does not own: the JSON file is rewritten
-//! atomically (temp file in the same folder, fsync, rename, mode 0600); the SQLite row is merged
-//! inside a transaction.
+//! Five sources: the four of spec section 2, the Kiro IDE JSON file and the AWS SSO OIDC JSON
+//! file (both `KIRO_CREDS_FILE`), a bare `REFRESH_TOKEN`, and the kiro-cli SQLite database
+//! (`KIRO_CLI_DB_FILE`); and a Kiro API key (`KIRO_API_KEY`, `ksk_...`, Kiro Pro+ tiers), sent
+//! as the bearer with `tokentype: API_KEY` and never refreshed. Write-back keeps every field
+//! it does not own: the JSON file is rewritten atomically (temp file in the same folder, fsync,
+//! rename, mode 0600); the SQLite row is merged inside a transaction.
+//!
+//! **Precedence** when several are configured:
+//! 1. `KIRO_API_KEY`: a complete credential on its own; the others are then ignored (with a
+//!    warning), except `PROFILE_ARN` and `KIRO_REGION`;
+//! 2. `KIRO_CLI_DB_FILE` (the JSON file is then ignored, as in the original);
+//! 3. `KIRO_CREDS_FILE`;
+//! 4. `REFRESH_TOKEN` alone.
+//!
+//! With 2 and 3, `REFRESH_TOKEN`, `PROFILE_ARN` and `KIRO_REGION` are starting values that
+//! fields present in the file override (the original's rule).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +53,8 @@ pub struct CredentialSettings {
     pub creds_file: Option<PathBuf>,
     /// `KIRO_CLI_DB_FILE`
     pub cli_db_file: Option<PathBuf>,
+    /// `KIRO_API_KEY`
+    pub api_key: Option<Secret>,
 }
 
 /// Which refresh flow a credential uses.
@@ -51,6 +64,8 @@ pub enum AuthKind {
     Desktop,
     /// AWS SSO OIDC (Builder ID, IAM Identity Center, kiro-cli): `POST {oidc}/token`.
     Oidc,
+    /// A Kiro API key: no refresh at all.
+    ApiKey,
 }
 
 impl AuthKind {
@@ -58,6 +73,7 @@ impl AuthKind {
         match self {
             AuthKind::Desktop => "kiro_desktop",
             AuthKind::Oidc => "aws_sso_oidc",
+            AuthKind::ApiKey => "kiro_api_key",
         }
     }
 }
@@ -74,6 +90,8 @@ pub enum CredentialSource {
         path: PathBuf,
         token_key: String,
     },
+    /// `KIRO_API_KEY`: nothing to refresh or write back.
+    ApiKey,
 }
 
 impl CredentialSource {
@@ -85,6 +103,7 @@ impl CredentialSource {
             CredentialSource::Sqlite { path, token_key } => {
                 format!("KIRO_CLI_DB_FILE ({}, key {token_key})", path.display())
             }
+            CredentialSource::ApiKey => "KIRO_API_KEY".to_owned(),
         }
     }
 
@@ -93,6 +112,7 @@ impl CredentialSource {
             CredentialSource::Env => "env",
             CredentialSource::JsonFile { .. } => "json_file",
             CredentialSource::Sqlite { .. } => "kiro_cli_sqlite",
+            CredentialSource::ApiKey => "api_key",
         }
     }
 }
@@ -110,12 +130,17 @@ pub struct Credentials {
     pub sso_region: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<Secret>,
+    /// A Kiro API key (then nothing else is used for authentication).
+    pub api_key: Option<Secret>,
 }
 
 impl Credentials {
-    /// OIDC when both a client id and secret are known (spec 2.1), else desktop.
+    /// An API key when one is set; else OIDC when both a client id and secret are known
+    /// (spec 2.1); else desktop.
     pub fn kind(&self) -> AuthKind {
-        if self.client_id.is_some() && self.client_secret.is_some() {
+        if self.api_key.is_some() {
+            AuthKind::ApiKey
+        } else if self.client_id.is_some() && self.client_secret.is_some() {
             AuthKind::Oidc
         } else {
             AuthKind::Desktop
@@ -132,12 +157,13 @@ pub struct Rotation {
     pub profile_arn: Option<String>,
 }
 
-/// The four ways to give the gateway credentials, for the "no credentials" error.
+/// The five ways to give the gateway credentials, for the "no credentials" error.
 pub const HOW_TO_PROVIDE: &str = "no Kiro credentials found. Provide one of:\n  \
 1. KIRO_CREDS_FILE=~/.aws/sso/cache/kiro-auth-token.json (the Kiro IDE's token file, after signing in to the IDE)\n  \
 2. REFRESH_TOKEN=<refresh token> (optionally PROFILE_ARN and KIRO_REGION)\n  \
 3. KIRO_CREDS_FILE=<AWS SSO cache file with clientId/clientSecret> (Builder ID, IAM Identity Center)\n  \
-4. KIRO_CLI_DB_FILE=~/.local/share/kiro-cli/data.sqlite3 (after `kiro-cli login`)\n\
+4. KIRO_CLI_DB_FILE=~/.local/share/kiro-cli/data.sqlite3 (after `kiro-cli login`)\n  \
+5. KIRO_API_KEY=ksk_... (a Kiro API key, Kiro Pro+ tiers; with PROFILE_ARN on the runtime protocol)\n\
 Set them in the environment, in .env, or in config.toml; or run with --demo to try the gateway on the bundled offline mock.";
 
 /// Expand a leading `~` to the home folder.
@@ -181,17 +207,53 @@ fn load_err(source: &str, detail: impl std::fmt::Display) -> AuthError {
     }
 }
 
-/// Load credentials in the reference's order (spec 2.1): start from the environment values, then
-/// the SQLite database if configured, else the JSON file; fields present in the file win.
+/// Load credentials in the precedence of the module docs: an API key if set; else the
+/// reference's order (spec 2.1): start from the environment values, then the SQLite database
+/// if configured, else the JSON file; fields present in the file win.
 pub fn load(settings: &CredentialSettings) -> Result<(Credentials, CredentialSource), AuthError> {
+    let region = settings
+        .region
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    if let Some(key) = settings.api_key.clone().filter(|k| !k.is_empty()) {
+        let ignored: Vec<&str> = [
+            ("KIRO_CLI_DB_FILE", settings.cli_db_file.is_some()),
+            ("KIRO_CREDS_FILE", settings.creds_file.is_some()),
+            (
+                "REFRESH_TOKEN",
+                settings
+                    .refresh_token
+                    .as_ref()
+                    .is_some_and(|t| !t.is_empty()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "KIRO_API_KEY is set, so {} {} ignored",
+                ignored.join(", "),
+                if ignored.len() == 1 { "is" } else { "are" }
+            );
+        }
+        if !key.expose().starts_with("ksk_") {
+            // the documented form (peer 2ue/kiro.rs); not enforced, the service decides
+            tracing::warn!("KIRO_API_KEY does not start with ksk_; Kiro API keys usually do");
+        }
+        let creds = Credentials {
+            api_key: Some(key),
+            profile_arn: settings.profile_arn.clone().filter(|s| !s.is_empty()),
+            api_region: region,
+            ..Default::default()
+        };
+        return Ok((creds, CredentialSource::ApiKey));
+    }
     let mut creds = Credentials {
         refresh_token: settings.refresh_token.clone().filter(|s| !s.is_empty()),
         profile_arn: settings.profile_arn.clone().filter(|s| !s.is_empty()),
-        api_region: settings
-            .region
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "us-east-1".to_owned()),
+        api_region: region,
         ..Default::default()
     };
     let source = if let Some(db) = &settings.cli_db_file {
@@ -390,7 +452,7 @@ fn apply_sqlite_token(token: &Map<String, Value>, creds: &mut Credentials) {
 pub fn reread(source: &CredentialSource) -> Option<Credentials> {
     let mut creds = Credentials::default();
     match source {
-        CredentialSource::Env => return None,
+        CredentialSource::Env | CredentialSource::ApiKey => return None,
         CredentialSource::JsonFile { path } => load_json(path, &mut creds).ok()?,
         CredentialSource::Sqlite { path, token_key } => {
             let conn = open_db(path, "").ok()?;
@@ -403,7 +465,7 @@ pub fn reread(source: &CredentialSource) -> Option<Credentials> {
 /// Write a rotation back to its source. Blocking I/O: call it from `spawn_blocking`.
 pub fn persist(source: &CredentialSource, rot: &Rotation) -> Result<(), AuthError> {
     match source {
-        CredentialSource::Env => Ok(()),
+        CredentialSource::Env | CredentialSource::ApiKey => Ok(()),
         CredentialSource::JsonFile { path } => persist_json(path, rot),
         CredentialSource::Sqlite { path, token_key } => persist_sqlite(path, token_key, rot),
     }
@@ -620,5 +682,42 @@ mod tests {
         .unwrap();
         assert_eq!(c.kind(), AuthKind::Oidc);
         assert_eq!(c.client_id.as_deref(), Some("cid"));
+    }
+
+    #[test]
+    fn an_api_key_wins_over_the_other_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiro-auth-token.json");
+        std::fs::write(
+            &path,
+            r#"{"refreshToken":"r","profileArn":"arn:from-file"}"#,
+        )
+        .unwrap();
+        let (c, src) = load(&CredentialSettings {
+            api_key: Some(Secret::new("ksk_abc")),
+            refresh_token: Some(Secret::new("r-env")),
+            creds_file: Some(path),
+            profile_arn: Some("arn:aws:codewhisperer:us-east-1:1:profile/P".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(src, CredentialSource::ApiKey);
+        assert_eq!(c.kind(), AuthKind::ApiKey);
+        assert_eq!(c.api_key.as_ref().map(Secret::expose), Some("ksk_abc"));
+        assert_eq!(c.refresh_token, None);
+        // only PROFILE_ARN counts with an API key; the file is not read
+        assert_eq!(
+            c.profile_arn.as_deref(),
+            Some("arn:aws:codewhisperer:us-east-1:1:profile/P")
+        );
+        assert_eq!(src.describe(), "KIRO_API_KEY");
+        assert!(!format!("{c:?}").contains("ksk_abc"));
+        // an empty key is no key
+        let err = load(&CredentialSettings {
+            api_key: Some(Secret::new("")),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("KIRO_API_KEY"), "{err}");
     }
 }

@@ -11,6 +11,9 @@
 //!   refresh, and the in-memory token keeps working.
 //! - **Shared sources.** Before refreshing, the source is re-read: if the Kiro IDE or kiro-cli has
 //!   already refreshed, their token is adopted instead of spending (and rotating away) theirs.
+//! - **API keys are never refreshed.** With `KIRO_API_KEY` the key is the bearer of every call;
+//!   a forced refresh is answered with [`AuthError::ApiKeyRefused`], never with a call to an
+//!   auth service.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +27,7 @@ use serde_json::json;
 
 use super::source::{self, AuthKind, CredentialSource, Credentials, Rotation};
 use super::AuthError;
-use crate::kiro::client::{EndpointTemplates, KiroHeaders, UpstreamHttp};
+use crate::kiro::client::{BearerKind, EndpointTemplates, KiroHeaders, UpstreamHttp};
 use crate::secret::Secret;
 
 /// Settings of the token manager.
@@ -48,7 +51,8 @@ pub enum ProfileArnPolicy {
     /// accounts never do (the service answers 403 when they do).
     #[default]
     Auto,
-    /// Always send it when one is known (runtime.kiro.dev requires it for every account).
+    /// Always send it when one is known (runtime.kiro.dev requires it for every account; the
+    /// runtime protocol switches to this whatever was configured).
     Always,
     /// Never send it.
     Never,
@@ -150,20 +154,31 @@ impl TokenManager {
         cfg: TokenConfig,
     ) -> Result<Self, AuthError> {
         let kind = creds.kind();
-        let refresh = creds.refresh_token.clone().ok_or_else(|| AuthError::Load {
-            origin: source.describe(),
-            detail: "no refresh token".into(),
-        })?;
+        let refresh = match (kind, creds.refresh_token.clone()) {
+            (AuthKind::ApiKey, r) => r.unwrap_or_else(|| Secret::new("")),
+            (_, Some(r)) => r,
+            (_, None) => {
+                return Err(AuthError::Load {
+                    origin: source.describe(),
+                    detail: "no refresh token".into(),
+                })
+            }
+        };
         let refresh_url = match kind {
             AuthKind::Desktop => endpoints.desktop_refresh(&creds.api_region),
             AuthKind::Oidc => {
                 endpoints.oidc_token(creds.sso_region.as_deref().unwrap_or(&creds.api_region))
             }
+            AuthKind::ApiKey => String::new(),
+        };
+        let access = match kind {
+            AuthKind::ApiKey => creds.api_key,
+            _ => creds.access_token,
         };
         Ok(TokenManager {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    access: creds.access_token,
+                    access,
                     refresh,
                     expires_at: creds.expires_at,
                     lifetime: None,
@@ -205,6 +220,14 @@ impl TokenManager {
 
     pub fn source(&self) -> &CredentialSource {
         &self.inner.source
+    }
+
+    /// What the bearer handed out is: an API key or an OAuth access token.
+    pub fn bearer_kind(&self) -> BearerKind {
+        match self.inner.kind {
+            AuthKind::ApiKey => BearerKind::ApiKey,
+            _ => BearerKind::AccessToken,
+        }
     }
 
     /// Region of the chat and model-list hosts.
@@ -278,8 +301,35 @@ impl TokenManager {
         })
     }
 
-    /// A valid access token, refreshing first if it is due.
+    /// The API key as the bearer (API-key accounts only).
+    fn api_key(&self) -> Option<AccessToken> {
+        if self.inner.kind != AuthKind::ApiKey {
+            return None;
+        }
+        let s = self.lock_state();
+        s.access.clone().map(|token| AccessToken {
+            token,
+            generation: s.generation,
+        })
+    }
+
+    /// The error for a refused API key.
+    pub fn api_key_refused(status: u16, message: impl Into<String>) -> AuthError {
+        AuthError::ApiKeyRefused {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A valid access token, refreshing first if it is due (an API key is handed out as it
+    /// is).
     pub async fn access_token(&self) -> Result<AccessToken, AuthError> {
+        if self.inner.kind == AuthKind::ApiKey {
+            return self.api_key().ok_or_else(|| AuthError::Load {
+                origin: self.inner.source.describe(),
+                detail: "the API key is empty".into(),
+            });
+        }
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
@@ -303,7 +353,15 @@ impl TokenManager {
 
     /// The service rejected `failed` as invalid: refresh, unless another task already replaced
     /// it, in which case the newer token is returned without a second refresh.
+    ///
+    /// An API key cannot be refreshed: the answer is [`AuthError::ApiKeyRefused`].
     pub async fn force_refresh(&self, failed: &AccessToken) -> Result<AccessToken, AuthError> {
+        if self.inner.kind == AuthKind::ApiKey {
+            return Err(Self::api_key_refused(
+                403,
+                "the service refused the key as a bearer",
+            ));
+        }
         let _guard = self.inner.refresh_lock.lock().await;
         {
             let s = self.lock_state();
@@ -346,7 +404,10 @@ impl TokenManager {
 
     /// If the source now holds a different, fresh token (the IDE or kiro-cli refreshed), use it.
     async fn adopt_from_source(&self, refused: Option<&Secret>) -> Option<AccessToken> {
-        if self.inner.source == CredentialSource::Env {
+        if matches!(
+            self.inner.source,
+            CredentialSource::Env | CredentialSource::ApiKey
+        ) {
             return None;
         }
         let src = self.inner.source.clone();
@@ -390,10 +451,13 @@ impl TokenManager {
                 "sign in again (Kiro IDE or `kiro-cli login`) so that {} gets a new token",
                 path.display()
             ),
-            (CredentialSource::JsonFile { path }, AuthKind::Desktop) => format!(
+            (CredentialSource::JsonFile { path }, _) => format!(
                 "sign in to the Kiro IDE again so that it rewrites {}",
                 path.display()
             ),
+            (CredentialSource::ApiKey, _) => {
+                "check KIRO_API_KEY, or create a new key in your Kiro account".to_owned()
+            }
         }
     }
 
@@ -402,6 +466,9 @@ impl TokenManager {
         let source = inner.source.describe();
         let refresh = self.lock_state().refresh.clone();
         let (body, ua) = match inner.kind {
+            AuthKind::ApiKey => {
+                return Err(Self::api_key_refused(403, "an API key cannot be refreshed"))
+            }
             AuthKind::Desktop => (
                 json!({ "refreshToken": refresh.expose() }),
                 inner.headers.refresh_user_agent.clone(),

@@ -2,6 +2,13 @@
 //! HTTP/1.1 and HTTP/2), an optional outbound proxy, and [`KiroClient`], the `tower::Service`
 //! that sends `generateAssistantResponse` and hands back a stream of typed events.
 //!
+//! The client speaks one of two wire protocols ([`ApiProtocol`], spec 1.1): the original's
+//! REST paths on `q.{region}.amazonaws.com`, or kiro-cli's AWS JSON protocol on
+//! `runtime.{region}.kiro.dev` / `management.{region}.kiro.dev` (`POST /` with an
+//! `x-amz-target`). The choice lives here alone: the layers above build the same request for
+//! both, taking the few body values that differ (the `origin`, whether `profileArn` is
+//! mandatory) from [`KiroClient::body_requirements`] when the stack is wired.
+//!
 //! The response body is never buffered: [`EventStream`] pulls one body frame at a time, feeds the
 //! event-stream decoder and yields events as soon as their frame is complete. Dropping the stream
 //! drops the hyper body, which closes (or returns to the pool only when finished) the upstream
@@ -43,33 +50,129 @@ const JSON_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Kiro IDE version the user agents claim (spec 1.2).
 const KIRO_IDE_VERSION: &str = "0.7.45";
 
+/// Content type of the AWS JSON protocol (runtime host).
+const AMZ_JSON: &str = "application/x-amz-json-1.0";
+/// `x-amz-target` of a chat call on the runtime host.
+pub const TARGET_GENERATE: &str = "AmazonCodeWhispererStreamingService.GenerateAssistantResponse";
+/// `x-amz-target` of a model-list call on the management host.
+pub const TARGET_LIST_MODELS: &str = "AmazonCodeWhispererService.ListAvailableModels";
+
+/// Which wire protocol the client speaks (`KIRO_API_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiProtocol {
+    /// The original's: `POST {api}/generateAssistantResponse` and
+    /// `GET {api}/ListAvailableModels?origin=AI_EDITOR` on `q.{region}.amazonaws.com`.
+    #[default]
+    Q,
+    /// kiro-cli's: `POST {runtime}/` with `x-amz-target`, `Content-Type:
+    /// application/x-amz-json-1.0`, models from `POST {management}/`; `profileArn` is
+    /// mandatory on every call.
+    Runtime,
+}
+
+impl ApiProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiProtocol::Q => "q",
+            ApiProtocol::Runtime => "runtime",
+        }
+    }
+
+    /// What the protocol needs inside the request body.
+    pub fn body_requirements(self) -> BodyRequirements {
+        match self {
+            ApiProtocol::Q => BodyRequirements {
+                origin: "AI_EDITOR",
+                profile_arn_required: false,
+            },
+            // (peer 2ue/kiro.rs "cli" endpoint; ref-later: the ARN is required for every
+            // auth type there)
+            ApiProtocol::Runtime => BodyRequirements {
+                origin: "KIRO_CLI",
+                profile_arn_required: true,
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for ApiProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "q" | "" => Ok(ApiProtocol::Q),
+            "runtime" => Ok(ApiProtocol::Runtime),
+            other => Err(format!("{other:?} is not q or runtime")),
+        }
+    }
+}
+
+/// The body values that depend on the protocol, for whoever builds the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyRequirements {
+    /// `origin` of every `userInputMessage`.
+    pub origin: &'static str,
+    /// `profileArn` must be in every request, whatever the account type.
+    pub profile_arn_required: bool,
+}
+
+/// What the bearer of a call is; decides the `tokentype` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BearerKind {
+    /// An OAuth access token from a refresh (no extra header).
+    #[default]
+    AccessToken,
+    /// A Kiro API key (`ksk_...`): sent with `tokentype: API_KEY` (peer 2ue/kiro.rs).
+    ApiKey,
+}
+
 /// Base URL templates; `{region}` is replaced by the region in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointTemplates {
-    /// `KIRO_API_URL`: chat and model list.
+    /// `KIRO_API_URL`: chat (and, on the q protocol, the model list).
     pub api_url: String,
+    /// `KIRO_MANAGEMENT_URL`: the model list on the runtime protocol.
+    pub management_url: String,
     /// `KIRO_DESKTOP_AUTH_URL`: Kiro desktop refresh (`/refreshToken` is appended).
     pub desktop_auth_url: String,
     /// `KIRO_OIDC_URL`: AWS SSO OIDC (`/token` is appended).
     pub oidc_url: String,
 }
 
+/// Default chat base of the q protocol.
+pub const Q_API_URL: &str = "https://q.{region}.amazonaws.com";
+/// Default chat base of the runtime protocol.
+pub const RUNTIME_API_URL: &str = "https://runtime.{region}.kiro.dev";
+/// Default model-list base of the runtime protocol.
+pub const RUNTIME_MANAGEMENT_URL: &str = "https://management.{region}.kiro.dev";
+
 impl Default for EndpointTemplates {
     fn default() -> Self {
-        EndpointTemplates {
-            api_url: "https://q.{region}.amazonaws.com".into(),
-            desktop_auth_url: "https://prod.{region}.auth.desktop.kiro.dev".into(),
-            oidc_url: "https://oidc.{region}.amazonaws.com".into(),
-        }
+        Self::for_protocol(ApiProtocol::Q)
     }
 }
 
 impl EndpointTemplates {
-    /// The same URL for all three (a relay, the mock upstream).
+    /// Kiro's own hosts for a protocol.
+    pub fn for_protocol(protocol: ApiProtocol) -> Self {
+        let (api, management) = match protocol {
+            // the q protocol lists models on the chat host
+            ApiProtocol::Q => (Q_API_URL, Q_API_URL),
+            ApiProtocol::Runtime => (RUNTIME_API_URL, RUNTIME_MANAGEMENT_URL),
+        };
+        EndpointTemplates {
+            api_url: api.into(),
+            management_url: management.into(),
+            desktop_auth_url: "https://prod.{region}.auth.desktop.kiro.dev".into(),
+            oidc_url: "https://oidc.{region}.amazonaws.com".into(),
+        }
+    }
+
+    /// The same URL for all of them (a relay, the mock upstream).
     pub fn all(base: &str) -> Self {
         let base = base.trim_end_matches('/').to_owned();
         EndpointTemplates {
             api_url: base.clone(),
+            management_url: base.clone(),
             desktop_auth_url: base.clone(),
             oidc_url: base,
         }
@@ -77,6 +180,10 @@ impl EndpointTemplates {
 
     pub fn api(&self, region: &str) -> String {
         fill(&self.api_url, region)
+    }
+
+    pub fn management(&self, region: &str) -> String {
+        fill(&self.management_url, region)
     }
 
     pub fn desktop_refresh(&self, region: &str) -> String {
@@ -449,8 +556,13 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Settings of [`KiroClient`].
 #[derive(Debug, Clone)]
 pub struct KiroClientConfig {
-    /// Base URL of chat and model-list calls (already filled with the region).
+    /// The wire protocol (default: the original's q protocol).
+    pub protocol: ApiProtocol,
+    /// Base URL of chat calls, and of model-list calls on the q protocol (already filled with
+    /// the region).
     pub api_url: String,
+    /// Base URL of model-list calls on the runtime protocol (filled with the region).
+    pub management_url: String,
     /// Idle timeout between body frames (`STREAMING_READ_TIMEOUT`).
     pub idle_timeout: Duration,
     /// Cap on one event-stream frame.
@@ -462,14 +574,26 @@ pub struct KiroClientConfig {
 }
 
 impl KiroClientConfig {
+    /// The q protocol on `api_url`.
     pub fn new(api_url: impl Into<String>) -> Self {
+        let api_url = api_url.into().trim_end_matches('/').to_owned();
         KiroClientConfig {
-            api_url: api_url.into().trim_end_matches('/').to_owned(),
+            protocol: ApiProtocol::Q,
+            management_url: api_url.clone(),
+            api_url,
             idle_timeout: Duration::from_secs(300),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             require_end_events: true,
             headers: KiroHeaders::default(),
         }
+    }
+
+    /// The runtime protocol: chat on `api_url`, models on `management_url`.
+    pub fn runtime(api_url: impl Into<String>, management_url: impl Into<String>) -> Self {
+        let mut cfg = Self::new(api_url);
+        cfg.protocol = ApiProtocol::Runtime;
+        cfg.management_url = management_url.into().trim_end_matches('/').to_owned();
+        cfg
     }
 }
 
@@ -481,6 +605,8 @@ pub struct GenerateRequest {
     pub body: Bytes,
     /// The bearer for this attempt (set by the auth layer).
     pub token: Option<Secret>,
+    /// What kind of credential `token` is (set by the auth layer with the token).
+    pub bearer_kind: BearerKind,
     /// 1-based attempt number and the most attempts, for `amz-sdk-request`.
     pub attempt: u32,
     pub max_attempts: u32,
@@ -494,6 +620,7 @@ impl GenerateRequest {
         GenerateRequest {
             body,
             token: None,
+            bearer_kind: BearerKind::AccessToken,
             attempt: 1,
             max_attempts: 1,
             extensions: http::Extensions::new(),
@@ -509,6 +636,18 @@ pub struct GenerateResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub events: KiroEvents,
+}
+
+/// One upstream call, for [`KiroClient::base_request`].
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    token: &'a Secret,
+    bearer_kind: BearerKind,
+    /// `x-amz-target` (runtime protocol).
+    target: Option<&'static str>,
+    attempt: u32,
+    max_attempts: u32,
 }
 
 /// `tower::Service` for `generateAssistantResponse` (see the module docs).
@@ -533,56 +672,142 @@ impl KiroClient {
         &self.cfg
     }
 
-    fn base_request(
-        &self,
-        method: Method,
-        url: &str,
-        token: &Secret,
-        attempt: u32,
-        max_attempts: u32,
-        body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, Error> {
+    /// What the body of a chat call must carry on this client's protocol.
+    pub fn body_requirements(&self) -> BodyRequirements {
+        self.cfg.protocol.body_requirements()
+    }
+
+    /// The headers every call carries, then the protocol's own.
+    fn base_request(&self, call: Call<'_>, body: Bytes) -> Result<Request<Full<Bytes>>, Error> {
+        let Call {
+            method,
+            url,
+            token,
+            bearer_kind,
+            target,
+            attempt,
+            max_attempts,
+        } = call;
         let auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| Error::Request("the access token is not a valid header value".into()))?;
         let h = &self.cfg.headers;
-        Request::builder()
+        let runtime = self.cfg.protocol == ApiProtocol::Runtime;
+        let mut b = Request::builder()
             .method(method)
             .uri(url)
             .header(http::header::AUTHORIZATION, auth)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                if runtime {
+                    AMZ_JSON
+                } else {
+                    "application/json"
+                },
+            )
             .header(http::header::USER_AGENT, h.user_agent.clone())
             .header("x-amz-user-agent", h.amz_user_agent.clone())
-            .header("x-amzn-codewhisperer-optout", "true")
+            // `false` on kiro-cli's protocol, `true` in the IDE's (spec 1.2)
+            .header(
+                "x-amzn-codewhisperer-optout",
+                if runtime { "false" } else { "true" },
+            )
             .header("x-amzn-kiro-agent-mode", "vibe")
             .header("amz-sdk-invocation-id", uuid::Uuid::new_v4().to_string())
             .header(
                 "amz-sdk-request",
                 format!("attempt={attempt}; max={}", max_attempts.max(attempt)),
-            )
-            .body(Full::new(body))
+            );
+        if let Some(t) = target {
+            b = b.header("x-amz-target", t);
+        }
+        if bearer_kind == BearerKind::ApiKey {
+            b = b.header("tokentype", "API_KEY");
+        }
+        b.body(Full::new(body))
             .map_err(|e| Error::Request(format!("bad upstream URL {url:?}: {e}")))
     }
 
-    /// `GET ListAvailableModels`, following `nextToken` until the last page.
+    /// `ListAvailableModels` with an access token (see [`KiroClient::list_models_as`]).
     pub async fn list_models(
         &self,
         token: &Secret,
+        profile_arn: Option<&str>,
+    ) -> Result<ListAvailableModelsResponse, Error> {
+        self.list_models_as(token, BearerKind::AccessToken, profile_arn)
+            .await
+    }
+
+    /// `ListAvailableModels`, following `nextToken` until the last page: `GET
+    /// {api}/ListAvailableModels?origin=AI_EDITOR` on the q protocol, `POST {management}/` with
+    /// a JSON body on the runtime protocol.
+    pub async fn list_models_as(
+        &self,
+        token: &Secret,
+        bearer_kind: BearerKind,
         profile_arn: Option<&str>,
     ) -> Result<ListAvailableModelsResponse, Error> {
         const MAX_PAGES: usize = 20;
         let mut all = ListAvailableModelsResponse::default();
         let mut next: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let mut url = format!("{}/ListAvailableModels?origin=AI_EDITOR", self.cfg.api_url);
-            if let Some(arn) = profile_arn {
-                url.push_str("&profileArn=");
-                url.push_str(&encode_query(arn));
-            }
-            if let Some(n) = &next {
-                url.push_str("&nextToken=");
-                url.push_str(&encode_query(n));
-            }
-            let req = self.base_request(Method::GET, &url, token, 1, 1, Bytes::new())?;
+            let req = match self.cfg.protocol {
+                ApiProtocol::Q => {
+                    let mut url =
+                        format!("{}/ListAvailableModels?origin=AI_EDITOR", self.cfg.api_url);
+                    if let Some(arn) = profile_arn {
+                        url.push_str("&profileArn=");
+                        url.push_str(&encode_query(arn));
+                    }
+                    if let Some(n) = &next {
+                        url.push_str("&nextToken=");
+                        url.push_str(&encode_query(n));
+                    }
+                    self.base_request(
+                        Call {
+                            method: Method::GET,
+                            url: &url,
+                            token,
+                            bearer_kind,
+                            target: None,
+                            attempt: 1,
+                            max_attempts: 1,
+                        },
+                        Bytes::new(),
+                    )?
+                }
+                ApiProtocol::Runtime => {
+                    let mut body = serde_json::Map::new();
+                    body.insert("origin".into(), "KIRO_CLI".into());
+                    if let Some(arn) = profile_arn {
+                        body.insert("profileArn".into(), arn.into());
+                    }
+                    if let Some(n) = &next {
+                        body.insert("nextToken".into(), n.as_str().into());
+                    }
+                    let url = format!("{}/", self.cfg.management_url);
+                    let mut req = self.base_request(
+                        Call {
+                            method: Method::POST,
+                            url: &url,
+                            token,
+                            bearer_kind,
+                            target: Some(TARGET_LIST_MODELS),
+                            attempt: 1,
+                            max_attempts: 1,
+                        },
+                        Bytes::from(serde_json::Value::Object(body).to_string()),
+                    )?;
+                    req.headers_mut().insert(
+                        http::header::ACCEPT,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    if let Some(v) = profile_arn.and_then(|a| HeaderValue::from_str(a).ok()) {
+                        // (peer 2ue/kiro.rs) sends it as a header on model-list calls too
+                        req.headers_mut().insert("x-amzn-kiro-profile-arn", v);
+                    }
+                    req
+                }
+            };
             let (status, headers, body) = self.http.call_json(req).await?;
             if !status.is_success() {
                 return Err(Error::Status(Box::new(UpstreamStatus::from_parts(
@@ -631,13 +856,23 @@ impl Service<GenerateRequest> for KiroClient {
                 .token
                 .clone()
                 .ok_or_else(|| Error::Request("no access token on the request".into()))?;
-            let url = format!("{}/generateAssistantResponse", this.cfg.api_url);
+            let (url, target) = match this.cfg.protocol {
+                ApiProtocol::Q => (
+                    format!("{}/generateAssistantResponse", this.cfg.api_url),
+                    None,
+                ),
+                ApiProtocol::Runtime => (format!("{}/", this.cfg.api_url), Some(TARGET_GENERATE)),
+            };
             let http_req = this.base_request(
-                Method::POST,
-                &url,
-                &token,
-                req.attempt,
-                req.max_attempts,
+                Call {
+                    method: Method::POST,
+                    url: &url,
+                    token: &token,
+                    bearer_kind: req.bearer_kind,
+                    target,
+                    attempt: req.attempt,
+                    max_attempts: req.max_attempts,
+                },
                 req.body,
             )?;
             let resp = this.http.send(http_req).await?;
@@ -924,5 +1159,23 @@ mod tests {
         );
         let local = EndpointTemplates::all("http://127.0.0.1:9/");
         assert_eq!(local.oidc_token("x"), "http://127.0.0.1:9/token");
+        assert_eq!(local.management("x"), "http://127.0.0.1:9");
+        let rt = EndpointTemplates::for_protocol(ApiProtocol::Runtime);
+        assert_eq!(rt.api("us-east-1"), "https://runtime.us-east-1.kiro.dev");
+        assert_eq!(
+            rt.management("us-east-1"),
+            "https://management.us-east-1.kiro.dev"
+        );
+    }
+
+    #[test]
+    fn protocols_name_their_body_values() {
+        assert_eq!("runtime".parse(), Ok(ApiProtocol::Runtime));
+        assert_eq!("Q".parse(), Ok(ApiProtocol::Q));
+        assert!("rest".parse::<ApiProtocol>().is_err());
+        let q = ApiProtocol::Q.body_requirements();
+        assert_eq!((q.origin, q.profile_arn_required), ("AI_EDITOR", false));
+        let rt = ApiProtocol::Runtime.body_requirements();
+        assert_eq!((rt.origin, rt.profile_arn_required), ("KIRO_CLI", true));
     }
 }

@@ -164,13 +164,26 @@ impl UpstreamStatus {
             return false;
         }
         let m = self.message.to_ascii_lowercase();
-        let suspended = m.contains("suspend")
+        !self.is_suspended() && (m.contains("token") || m.contains("expired"))
+    }
+
+    /// 403 that says the account is suspended or locked (spec 7.1): nothing on our side
+    /// (refresh, another key) can fix it.
+    pub fn is_suspended(&self) -> bool {
+        if self.status != StatusCode::FORBIDDEN {
+            return false;
+        }
+        let m = self.message.to_ascii_lowercase();
+        m.contains("suspend")
             || m.contains("locked")
             || self
                 .reason
                 .as_deref()
-                .is_some_and(|r| r.contains("SUSPENDED"));
-        !suspended && (m.contains("token") || m.contains("expired"))
+                .is_some_and(|r| r.contains("SUSPENDED"))
+            || self
+                .error_type
+                .as_deref()
+                .is_some_and(|t| t.contains("Suspended"))
     }
 
     /// 429 (except a monthly quota) and 5xx.

@@ -7,8 +7,9 @@ pub mod eventstream;
 pub mod types;
 
 pub use client::{
-    EndpointTemplates, EventStream, GenerateRequest, GenerateResponse, HttpConfig, KiroClient,
-    KiroClientConfig, KiroEvents, KiroHeaders, UpstreamHttp,
+    ApiProtocol, BearerKind, BodyRequirements, EndpointTemplates, EventStream, GenerateRequest,
+    GenerateResponse, HttpConfig, KiroClient, KiroClientConfig, KiroEvents, KiroHeaders,
+    UpstreamHttp,
 };
 pub use error::{Error, UpstreamStatus};
 pub use events::{

@@ -3,7 +3,11 @@
 //! **KiroAuthLayer** puts the current access token on every attempt. A 403 that says the token
 //! is invalid forces a refresh (single-flight, and only if that token is still the current
 //! one) and retries once; any other 403 (a suspended account, a forbidden profile) is returned
-//! as it is, with no refresh.
+//! as it is, with no refresh. With a Kiro API key there is nothing to refresh: a 403 other
+//! than a suspension is reported as the key being refused ([`AuthError::ApiKeyRefused`]),
+//! which is not retryable.
+//!
+//! [`AuthError::ApiKeyRefused`]: crate::auth::AuthError::ApiKeyRefused
 //!
 //! **RetryLayer** retries an attempt that failed before anything reached the client:
 //! 429 (not a monthly quota), 5xx and connection errors with exponential backoff and jitter
@@ -25,7 +29,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::auth::TokenManager;
-use crate::kiro::{Error, GenerateRequest, GenerateResponse};
+use crate::kiro::{BearerKind, Error, GenerateRequest, GenerateResponse};
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
@@ -276,7 +280,19 @@ where
         Box::pin(async move {
             let token = tokens.access_token().await?;
             req.token = Some(token.token.clone());
+            req.bearer_kind = tokens.bearer_kind();
             match ready.call(req.clone()).await {
+                Err(Error::Status(s))
+                    if req.bearer_kind == BearerKind::ApiKey
+                        && s.status == http::StatusCode::FORBIDDEN
+                        && !s.is_suspended() =>
+                {
+                    tracing::warn!(message = %s.message, "Kiro refused the API key");
+                    Err(Error::Auth(TokenManager::api_key_refused(
+                        403,
+                        s.message.clone(),
+                    )))
+                }
                 Err(Error::Status(s)) if s.is_invalid_token() => {
                     tracing::info!("Kiro rejected the access token; refreshing once");
                     let fresh = tokens.force_refresh(&token).await?;

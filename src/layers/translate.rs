@@ -54,6 +54,9 @@ pub trait DialectApi: Send + Sync + 'static {
 pub struct TranslateConfig {
     /// Source of the profile ARN put into requests (per the account's policy).
     pub tokens: Option<TokenManager>,
+    /// `origin` of every `userInputMessage`: the client service's
+    /// [`body_requirements`](crate::kiro::KiroClient::body_requirements) (empty: `AI_EDITOR`).
+    pub origin: String,
     /// `TOOL_DESCRIPTION_MAX_LENGTH` (0: never move descriptions).
     pub tool_description_max: usize,
     /// `FAKE_REASONING` / `FAKE_REASONING_MAX_TOKENS`.
@@ -176,6 +179,7 @@ pub fn prepare<D: DialectApi>(
     }
     let opts = BuildOptions {
         model_id: resolved.kiro_id.clone(),
+        origin: cfg.origin.clone(),
         profile_arn: cfg
             .tokens
             .as_ref()

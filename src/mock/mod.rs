@@ -7,6 +7,12 @@
 //! - `GET /ListAvailableModels` (paged when `page_size` is set);
 //! - `POST /generateAssistantResponse`, answering with real event-stream frames cut at random
 //!   byte boundaries across writes, from a queue of scripted [`Reply`]s (or a default answer);
+//! - the runtime protocol on `POST /`, dispatched on `x-amz-target`:
+//!   `AmazonCodeWhispererStreamingService.GenerateAssistantResponse` (the same answers) and
+//!   `AmazonCodeWhispererService.ListAvailableModels` (JSON body with `nextToken`); both refuse
+//!   a body without `profileArn` with 400 `profileArn is required for this request.`;
+//! - a Kiro API key ([`MockConfig::api_key`]) as the bearer when the call says
+//!   `tokentype: API_KEY`; any other key gets the 403 of an invalid bearer;
 //!
 //! validates request bodies the way the service does (400 `Improperly formed request.`, 403 for
 //! a dead token) and records every request it received.
@@ -71,6 +77,8 @@ pub struct MockConfig {
     pub model_fields: Vec<(String, Value)>,
     /// Delay of every refresh answer (to make concurrent refreshes overlap in tests).
     pub refresh_delay: Duration,
+    /// A Kiro API key the mock accepts as a bearer sent with `tokentype: API_KEY`.
+    pub api_key: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -97,6 +105,7 @@ impl Default for MockConfig {
             page_size: 0,
             model_fields: Vec::new(),
             refresh_delay: Duration::ZERO,
+            api_key: None,
         }
     }
 }
@@ -354,6 +363,7 @@ fn json_reply(status: StatusCode, v: Value) -> Response<Body> {
 const BAD_TOKEN: &str =
     r#"{"message":"The bearer token included in the request is invalid.","reason":null}"#;
 const MALFORMED: &str = r#"{"message":"Improperly formed request.","reason":null}"#;
+const NO_PROFILE_ARN: &str = r#"{"message":"profileArn is required for this request."}"#;
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
@@ -388,7 +398,16 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Response<Body>
     match (&parts.method, route) {
         (&Method::POST, "/refreshToken") => refresh(&state, &body, false).await,
         (&Method::POST, "/token") => refresh(&state, &body, true).await,
-        (&Method::GET, "/ListAvailableModels") => list_models(&state, token.as_deref(), &path),
+        (&Method::GET, "/ListAvailableModels") => {
+            if !token_ok(&state, token.as_deref(), &parts.headers) {
+                return full(StatusCode::FORBIDDEN, BAD_TOKEN);
+            }
+            let start = path
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("nextToken="));
+            list_models(&state, start)
+        }
+        (&Method::POST, "/") => runtime(&state, token.as_deref(), &parts.headers, &body).await,
         (&Method::POST, "/__mock/replies") => match control::parse_reply(&body) {
             Ok(r) => {
                 lock(&state.replies).push_back(r);
@@ -414,7 +433,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Response<Body>
         }
         (&Method::POST, "/generateAssistantResponse") => {
             state.generate_calls.fetch_add(1, Ordering::SeqCst);
-            generate(&state, token.as_deref(), &body).await
+            generate(&state, token.as_deref(), &parts.headers, &body, false).await
         }
         _ => json_reply(
             StatusCode::NOT_FOUND,
@@ -492,19 +511,58 @@ async fn refresh(state: &MockState, body: &[u8], oidc: bool) -> Response<Body> {
     }
 }
 
-fn token_ok(state: &MockState, token: Option<&str>) -> bool {
+/// The bearer is valid: an issued access token, or (with `tokentype: API_KEY`) the
+/// configured API key.
+fn token_ok(state: &MockState, token: Option<&str>, headers: &HeaderMap) -> bool {
+    let api_key = headers
+        .get("tokentype")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"API_KEY"));
+    if api_key {
+        return matches!((token, &state.cfg.api_key), (Some(t), Some(k)) if t == k);
+    }
     token.is_some_and(|t| lock(&state.tokens).valid_access.contains(t))
 }
 
-fn list_models(state: &MockState, token: Option<&str>, path: &str) -> Response<Body> {
-    if !token_ok(state, token) {
-        return full(StatusCode::FORBIDDEN, BAD_TOKEN);
+/// kiro-cli's protocol: `POST /` with the operation in `x-amz-target`.
+async fn runtime(
+    state: &MockState,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response<Body> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match target {
+        crate::kiro::client::TARGET_GENERATE => {
+            state.generate_calls.fetch_add(1, Ordering::SeqCst);
+            generate(state, token, headers, body, true).await
+        }
+        crate::kiro::client::TARGET_LIST_MODELS => {
+            if !token_ok(state, token, headers) {
+                return full(StatusCode::FORBIDDEN, BAD_TOKEN);
+            }
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            if v.get("profileArn")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return full(StatusCode::BAD_REQUEST, NO_PROFILE_ARN);
+            }
+            list_models(state, v.get("nextToken").and_then(Value::as_str))
+        }
+        other => json_reply(
+            StatusCode::BAD_REQUEST,
+            json!({"__type": "UnknownOperationException",
+                   "message": format!("mock Kiro has no operation {other:?}")}),
+        ),
     }
-    let start: usize = path
-        .split(['?', '&'])
-        .find_map(|kv| kv.strip_prefix("nextToken="))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+}
+
+/// One page of the model list, from the position `next_token` names.
+fn list_models(state: &MockState, next_token: Option<&str>) -> Response<Body> {
+    let start: usize = next_token.and_then(|n| n.parse().ok()).unwrap_or(0);
     let all = &state.cfg.models;
     let end = if state.cfg.page_size == 0 {
         all.len()
@@ -538,7 +596,14 @@ fn list_models(state: &MockState, token: Option<&str>, path: &str) -> Response<B
     json_reply(StatusCode::OK, answer)
 }
 
-async fn generate(state: &MockState, token: Option<&str>, body: &[u8]) -> Response<Body> {
+/// `runtime`: the runtime protocol's rules (the profile ARN is mandatory for every account).
+async fn generate(
+    state: &MockState,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    runtime: bool,
+) -> Response<Body> {
     // a scripted error status is answered before anything is checked (it stands for the
     // service failing); a scripted stream is only used by a request the service would accept
     {
@@ -550,7 +615,7 @@ async fn generate(state: &MockState, token: Option<&str>, body: &[u8]) -> Respon
             return full(status, body);
         }
     }
-    if !token_ok(state, token) {
+    if !token_ok(state, token, headers) {
         return full(StatusCode::FORBIDDEN, BAD_TOKEN);
     }
     let req = match validate::validate(body, &state.cfg.models) {
@@ -566,8 +631,13 @@ async fn generate(state: &MockState, token: Option<&str>, body: &[u8]) -> Respon
             )
         }
     };
+    if runtime && req.profile_arn.as_deref().is_none_or(str::is_empty) {
+        return full(StatusCode::BAD_REQUEST, NO_PROFILE_ARN);
+    }
     let oidc = token.is_some_and(|t| lock(&state.tokens).oidc_access.contains(t));
-    if oidc && req.profile_arn.is_some() {
+    // q.amazonaws.com refuses an ARN with an OIDC token (the reference's comment); the
+    // runtime host wants one from everybody
+    if !runtime && oidc && req.profile_arn.is_some() {
         return full(
             StatusCode::FORBIDDEN,
             r#"{"message":"User is not authorized to make this call.","reason":null}"#,
