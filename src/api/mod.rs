@@ -181,6 +181,64 @@ impl Stop {
     }
 }
 
+/// Tracks the tool calls of an answer to find one the service cut short: its joined arguments
+/// are not valid JSON when its stop event (or the end of the stream) arrives. Such a call is
+/// never completed with invented arguments; the answer ends as cut for length instead.
+#[derive(Debug, Default)]
+pub struct ToolCallCheck {
+    calls: crate::kiro::ToolCallAssembler,
+    checked: Vec<bool>,
+    truncated: bool,
+}
+
+impl ToolCallCheck {
+    pub fn push(&mut self, ev: &crate::kiro::ToolUseEvent) {
+        let i = self.calls.push(ev);
+        if self.checked.len() <= i {
+            self.checked.resize(i + 1, false);
+        }
+        if ev.stop {
+            self.check(i);
+        }
+    }
+
+    fn check(&mut self, i: usize) {
+        if self.checked.get(i).copied().unwrap_or(true) {
+            return;
+        }
+        self.checked[i] = true;
+        if let Some(c) = self.calls.calls().get(i) {
+            if !tool_call_complete(c) {
+                self.truncated = true;
+            }
+        }
+    }
+
+    /// At the end of the answer: checks the calls that never got a stop event; `true` when a
+    /// call was cut short.
+    pub fn finish(&mut self) -> bool {
+        for i in 0..self.checked.len() {
+            self.check(i);
+        }
+        self.truncated
+    }
+}
+
+/// Whether a reassembled call's arguments are complete JSON; warns (naming the tool and the
+/// bytes received) when they are not.
+pub fn tool_call_complete(c: &crate::kiro::events::AssembledToolCall) -> bool {
+    if c.parsed_arguments().is_ok() {
+        return true;
+    }
+    tracing::warn!(
+        tool = %c.name,
+        id = %c.tool_use_id,
+        bytes = c.arguments.len(),
+        "Kiro cut a tool call short: its arguments are not complete JSON; the answer ends as cut for length"
+    );
+    false
+}
+
 /// Whether an upstream error is the service's "output cut for length", which ends an answer
 /// with a length stop rather than as a failure.
 fn length_cut(e: &crate::kiro::Error) -> bool {

@@ -63,6 +63,8 @@ pub struct MessagesEncoder {
     /// index of the open block, or of the next block when none is open
     index: usize,
     called_tools: bool,
+    /// finds a call the service cut short
+    check: crate::api::ToolCallCheck,
 }
 
 impl MessagesEncoder {
@@ -73,6 +75,7 @@ impl MessagesEncoder {
             open: None,
             index: 0,
             called_tools: false,
+            check: Default::default(),
         }
     }
 
@@ -203,6 +206,7 @@ impl Encoder for MessagesEncoder {
                 self.close(out);
             }
             Event::ToolUse(t) => {
+                self.check.push(&t);
                 let same =
                     matches!(&self.open, Some(Open::Tool { id, .. }) if *id == t.tool_use_id);
                 if !same {
@@ -243,6 +247,12 @@ impl Encoder for MessagesEncoder {
     fn on_end(&mut self, end: End, out: &mut Vec<Bytes>) {
         self.start(out);
         self.close(out);
+        // a call cut short is closed as it is, and the answer stops as cut for length
+        let end = if self.check.finish() {
+            End::Length
+        } else {
+            end
+        };
         let u = self.meta.usage.usage();
         out.push(sse_event(
             "message_delta",
@@ -325,6 +335,7 @@ impl Folder for MessagesFolder {
 
     fn finish(self, end: End) -> Response<Body> {
         let calls = self.tools.into_calls();
+        let mut cut_short = false;
         let mut content = Vec::with_capacity(self.order.len() + 1);
         if !self.thinking.is_empty() || self.signature.is_some() {
             let signature = self
@@ -342,24 +353,23 @@ impl Folder for MessagesFolder {
                 Ok(_) => {}
                 Err(i) => {
                     let Some(c) = calls.get(*i) else { continue };
-                    let input = match c.parsed_arguments() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            let err = GatewayError::from(crate::kiro::Error::Body(format!(
-                                "Kiro sent arguments for tool {:?} that are not valid JSON (the call was cut short?): {e}",
-                                c.name
-                            )));
-                            return crate::api::Dialect::Anthropic.error_response(&err);
-                        }
-                    };
+                    // a call cut short has no input to give: it is left out (with a warning
+                    // naming it) and the answer stops with `max_tokens`
+                    if !crate::api::tool_call_complete(c) {
+                        cut_short = true;
+                        continue;
+                    }
+                    let input = c.parsed_arguments().unwrap_or_default();
                     content.push(json!({"type": "tool_use", "id": c.tool_use_id, "name": c.name, "input": input}));
                 }
             }
         }
+        let end = if cut_short { End::Length } else { end };
+        let called_tools = content.iter().any(|b| b["type"] == "tool_use");
         let u = self.meta.usage.usage();
         let body = json!({
             "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
-            "content": content, "stop_reason": stop_reason(end, &self.meta.usage, !calls.is_empty()), "stop_sequence": null,
+            "content": content, "stop_reason": stop_reason(end, &self.meta.usage, called_tools), "stop_sequence": null,
             "usage": usage_json(&u),
         });
         crate::api::answer_response(&body, u.credits)

@@ -56,6 +56,8 @@ pub struct ChatEncoder {
     role_sent: bool,
     /// Tool-call ids in the order they opened; the position is the OpenAI `index`.
     tool_ids: Vec<String>,
+    /// Finds a call the service cut short.
+    check: crate::api::ToolCallCheck,
     /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":[{"index":0,"delta":{`, built
     /// once: the hot path writes a delta by appending to it, without a `Value` tree.
     head: String,
@@ -78,6 +80,7 @@ impl ChatEncoder {
             include_usage,
             role_sent: false,
             tool_ids: Vec::new(),
+            check: Default::default(),
             head,
         }
     }
@@ -152,6 +155,7 @@ impl Encoder for ChatEncoder {
                 self.text_delta("reasoning_content", &text, out);
             }
             Event::ToolUse(t) => {
+                self.check.push(&t);
                 let index = match self.tool_ids.iter().position(|id| *id == t.tool_use_id) {
                     Some(i) => i,
                     None => {
@@ -182,6 +186,12 @@ impl Encoder for ChatEncoder {
         if !self.role_sent {
             self.delta(json!({"content": ""}), out);
         }
+        // a call cut short is no tool call to run: the answer was cut for length
+        let end = if self.check.finish() {
+            End::Length
+        } else {
+            end
+        };
         let finish = finish_reason(end, &self.meta.usage, !self.tool_ids.is_empty());
         let usage = usage_json(&self.meta.usage.usage());
         let mut last = self.chunk(json!({}), Some(finish));
@@ -243,6 +253,12 @@ impl Folder for ChatFolder {
 
     fn finish(self, end: End) -> Response<Body> {
         let calls = self.tools.into_calls();
+        // a call cut short keeps the arguments as received, and the answer ends with `length`
+        let cut = calls
+            .iter()
+            .filter(|c| !crate::api::tool_call_complete(c))
+            .count();
+        let end = if cut > 0 { End::Length } else { end };
         let mut message = json!({"role": "assistant", "content": self.text});
         if !self.reasoning.is_empty() {
             message["reasoning_content"] = json!(self.reasoning);
