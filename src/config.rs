@@ -109,6 +109,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `KIRO_MAX_PAYLOAD_BYTES`: largest translated request sent to Kiro (0: no limit)
     pub kiro_max_payload_bytes: usize,
+    /// `AUTO_TRIM_PAYLOAD`: over the payload limit, drop the oldest turns instead of refusing
+    pub auto_trim_payload: bool,
     /// `CORS_ALLOW_ORIGINS`: comma-separated origins; empty: CORS off
     pub cors_allow_origins: Vec<String>,
 
@@ -165,6 +167,7 @@ impl Default for Config {
             reasoning_mode: "auto".into(),
             max_body_bytes: 32 * 1024 * 1024,
             kiro_max_payload_bytes: 600_000,
+            auto_trim_payload: false,
             cors_allow_origins: Vec::new(),
             worker_threads: 0,
             log_level: "info".into(),
@@ -214,6 +217,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("REASONING_MODE", "reasoning_mode"),
     ("MAX_BODY_BYTES", "max_body_bytes"),
     ("KIRO_MAX_PAYLOAD_BYTES", "kiro_max_payload_bytes"),
+    ("AUTO_TRIM_PAYLOAD", "auto_trim_payload"),
     ("CORS_ALLOW_ORIGINS", "cors_allow_origins"),
     ("WORKER_THREADS", "worker_threads"),
     ("LOG_LEVEL", "log_level"),
@@ -318,6 +322,12 @@ impl Config {
             "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
             "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(name, v)?,
             "KIRO_MAX_PAYLOAD_BYTES" => self.kiro_max_payload_bytes = parse_num(name, v)?,
+            "AUTO_TRIM_PAYLOAD" => {
+                self.auto_trim_payload = matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "true" | "1" | "yes" | "enabled" | "on"
+                )
+            }
             "FAKE_REASONING" => {
                 self.fake_reasoning = !matches!(
                     v.to_ascii_lowercase().as_str(),

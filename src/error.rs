@@ -58,6 +58,14 @@ impl GatewayError {
         Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
     }
 
+    /// The conversation is over what Kiro takes: worded and coded so clients recognise it and
+    /// compact (Claude Code looks for "prompt is too long"; OpenAI clients for
+    /// `context_length_exceeded`).
+    pub fn context_too_long(detail: impl std::fmt::Display) -> Self {
+        Self::invalid_request(format!("prompt is too long: {detail}"))
+            .with_code("context_length_exceeded")
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
     }
@@ -159,15 +167,10 @@ impl From<kiro::Error> for GatewayError {
                 if too_long {
                     // worded so clients recognise it and compact (Claude Code matches "Prompt is
                     // too long"), with Kiro's own words kept
-                    return Self::new(
-                        StatusCode::BAD_REQUEST,
-                        ErrorKind::InvalidRequest,
-                        format!(
-                            "Prompt is too long: the conversation is larger than the model accepts (Kiro: {})",
-                            s.message
-                        ),
-                    )
-                    .with_code("prompt_too_long");
+                    return Self::context_too_long(format!(
+                        "the conversation is larger than the model accepts (Kiro: {})",
+                        s.message
+                    ));
                 }
                 let message = match s.reason.as_deref() {
                     Some("MONTHLY_REQUEST_COUNT") => format!(
@@ -248,7 +251,8 @@ mod tests {
             r#"{"message":"Input is too long.","reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}"#,
         );
         assert_eq!(g.status, 400);
-        assert!(g.message.starts_with("Prompt is too long"));
+        assert!(g.message.starts_with("prompt is too long"));
+        assert_eq!(g.code.as_deref(), Some("context_length_exceeded"));
         assert_eq!(g.kind, ErrorKind::InvalidRequest);
     }
 

@@ -119,6 +119,7 @@ impl Gateway {
                 reasoning_mode: cfg.reasoning_mode,
                 close_streams: CancellationToken::new(),
                 max_payload_bytes: raw.kiro_max_payload_bytes,
+                auto_trim_payload: raw.auto_trim_payload,
                 open_streams: Default::default(),
             },
             retry: RetryConfig {

@@ -178,7 +178,7 @@ async fn huge_requests_are_refused_before_kiro_without_hurting_the_gateway() {
         )
         .await;
         assert_dialect_error(path, s, 400, &b, "10 000 messages");
-        assert!(String::from_utf8_lossy(&b).contains("Prompt is too long"));
+        assert!(String::from_utf8_lossy(&b).contains("prompt is too long"));
         let (s, b) = post(
             &r,
             path,

@@ -38,6 +38,8 @@ pub struct Message {
     pub tool_results: Vec<ToolResultMsg>,
     /// Reasoning the service signed, sent back by the client (assistant turns only).
     pub reasoning: Vec<SignedReasoning>,
+    /// Index of the client's message this one came from (for error messages).
+    pub source: Option<usize>,
 }
 
 /// A reasoning block the service produced and signed, as a client sends it back.
@@ -68,6 +70,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_results: Vec::new(),
             reasoning: Vec::new(),
+            source: None,
         }
     }
 
@@ -256,6 +259,7 @@ fn merge_adjacent(messages: Vec<Message>) -> Vec<Message> {
                 prev.tool_calls.extend(m.tool_calls);
                 prev.tool_results.extend(m.tool_results);
                 prev.reasoning.extend(m.reasoning);
+                prev.source = prev.source.or(m.source);
             }
             _ => out.push(m),
         }
@@ -349,6 +353,15 @@ pub fn to_kiro(
     conv: Conversation,
     opts: &BuildOptions,
 ) -> Result<GenerateAssistantRequest, GatewayError> {
+    to_kiro_traced(conv, opts).map(|(req, _)| req)
+}
+
+/// [`to_kiro`], also giving for each history entry and then the current message the index of
+/// the client message it came from (`None` for turns the gateway added).
+pub fn to_kiro_traced(
+    conv: Conversation,
+    opts: &BuildOptions,
+) -> Result<(GenerateAssistantRequest, Vec<Option<usize>>), GatewayError> {
     let Conversation {
         system,
         mut messages,
@@ -482,6 +495,8 @@ pub fn to_kiro(
         }
     }
 
+    let mut sources: Vec<Option<usize>> = messages.iter().map(|m| m.source).collect();
+    sources.push(current.source);
     let model_id = &opts.model_id;
     let origin = if opts.origin.is_empty() {
         "AI_EDITOR"
@@ -540,7 +555,7 @@ pub fn to_kiro(
         images: current.images,
         user_input_message_context: (!context.is_empty()).then_some(context),
     };
-    Ok(GenerateAssistantRequest {
+    let req = GenerateAssistantRequest {
         conversation_state: ConversationState {
             conversation_id: opts.conversation_id.clone(),
             chat_trigger_type: "MANUAL".into(),
@@ -551,7 +566,26 @@ pub fn to_kiro(
         },
         profile_arn: opts.profile_arn.clone(),
         additional_model_request_fields: opts.additional_fields.clone(),
-    })
+    };
+    Ok((req, sources))
+}
+
+/// Drop the oldest turn of a conversation whole: everything before the next user message that
+/// is not a tool-result turn, so a tool call never loses its result nor a result its call. The
+/// last message always stays. Returns how many messages were dropped (0: nothing left to drop).
+pub fn drop_oldest_turn(conv: &mut Conversation) -> usize {
+    let n = conv.messages.len();
+    let next = (1..n.saturating_sub(1)).find(|&j| {
+        let m = &conv.messages[j];
+        m.role == Role::User && m.tool_results.is_empty()
+    });
+    match next {
+        Some(j) => {
+            conv.messages.drain(..j);
+            j
+        }
+        None => 0,
+    }
 }
 
 /// Parse a `data:` URL or bare base64 into a Kiro image; `media_type` wins when given.

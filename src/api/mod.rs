@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod conversation;
 pub mod jsonsplit;
 pub mod openai;
+pub mod preflight;
 pub mod thinking;
 pub mod usage;
 

@@ -252,7 +252,12 @@ impl CaptureHandle {
                 ),
             ];
             if let Some(k) = &d.kiro_body {
-                files.push(("kiro_request_body.json", pretty(k)));
+                // byte for byte what went upstream (to replay a refused request exactly); only
+                // a secret, should one be in it, is masked
+                files.push((
+                    "kiro_request_body.json",
+                    mask_secrets(&String::from_utf8_lossy(k)).into_bytes(),
+                ));
             }
             if let Some((status, msg)) = &d.error {
                 let info =

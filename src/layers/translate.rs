@@ -70,6 +70,8 @@ pub struct TranslateConfig {
     /// `KIRO_MAX_PAYLOAD_BYTES`: largest translated request sent upstream (0: no limit). The
     /// service answers larger ones with an opaque 400; the gateway says why instead.
     pub max_payload_bytes: usize,
+    /// `AUTO_TRIM_PAYLOAD`: over the limit, drop the oldest turns whole instead of refusing.
+    pub auto_trim_payload: bool,
     /// Stream bodies alive.
     pub open_streams: crate::api::StreamGauge,
 }
@@ -137,6 +139,8 @@ pub struct Prepared {
     /// The same request without the signed reasoning of its history, when it carried some:
     /// sent once if the service refuses the first.
     pub without_reasoning: Option<Bytes>,
+    /// Client messages dropped to fit the payload limit (`AUTO_TRIM_PAYLOAD`).
+    pub trimmed_messages: usize,
 }
 
 /// `additionalModelRequestFields` for this request, or `None` for prompt tags.
@@ -189,14 +193,48 @@ pub fn prepare<D: DialectApi>(
         send_reasoning: native.is_some(),
         additional_fields: native.clone(),
     };
-    let mut kiro_req = conversation::to_kiro(conv, &opts)?;
-    let estimate = estimate_request(&kiro_req);
     let serialise = |r: &kiro::types::GenerateAssistantRequest| {
         serde_json::to_vec(r).map_err(|e| {
             GatewayError::internal(format!("could not serialise the Kiro request: {e}"))
         })
     };
-    let bytes = serialise(&kiro_req)?;
+    let limit = cfg.max_payload_bytes;
+    let too_big = |len: usize| limit > 0 && len > limit;
+    let mut trimmed = 0usize;
+    let (mut kiro_req, sources, bytes) = if cfg.auto_trim_payload {
+        // drop the oldest turns whole until the request fits; the last turn always stays
+        let mut conv = conv;
+        loop {
+            let (req, src) = conversation::to_kiro_traced(conv.clone(), &opts)?;
+            let bytes = serialise(&req)?;
+            if !too_big(bytes.len()) {
+                break (req, src, bytes);
+            }
+            match conversation::drop_oldest_turn(&mut conv) {
+                0 => break (req, src, bytes),
+                n => trimmed += n,
+            }
+        }
+    } else {
+        let (req, src) = conversation::to_kiro_traced(conv, &opts)?;
+        let bytes = serialise(&req)?;
+        (req, src, bytes)
+    };
+    if trimmed > 0 {
+        tracing::info!(
+            messages = trimmed,
+            bytes = bytes.len(),
+            "dropped the oldest turns to fit KIRO_MAX_PAYLOAD_BYTES (AUTO_TRIM_PAYLOAD)"
+        );
+    }
+    if too_big(bytes.len()) {
+        return Err(GatewayError::context_too_long(format!(
+            "the conversation is {} bytes as a Kiro request, over the {limit}-byte limit Kiro accepts (KIRO_MAX_PAYLOAD_BYTES); shorten or compact it",
+            bytes.len()
+        )));
+    }
+    crate::api::preflight::check(&kiro_req, &sources)?;
+    let estimate = estimate_request(&kiro_req);
     let mut without_reasoning = None;
     let mut stripped = false;
     for h in &mut kiro_req.conversation_state.history {
@@ -207,20 +245,13 @@ pub fn prepare<D: DialectApi>(
     if stripped {
         without_reasoning = Some(Bytes::from(serialise(&kiro_req)?));
     }
-    if cfg.max_payload_bytes > 0 && bytes.len() > cfg.max_payload_bytes {
-        return Err(GatewayError::invalid_request(format!(
-            "Prompt is too long: the conversation is {} bytes as a Kiro request, over the {}-byte limit Kiro accepts (KIRO_MAX_PAYLOAD_BYTES); shorten or compact it",
-            bytes.len(),
-            cfg.max_payload_bytes
-        ))
-        .with_code("prompt_too_long"));
-    }
     Ok(Prepared {
         body: Bytes::from(bytes),
         prompt_estimate: estimate,
         thinking: prompt_thinking,
         native: native.is_some(),
         without_reasoning,
+        trimmed_messages: trimmed,
     })
 }
 
@@ -364,14 +395,21 @@ where
                 model: resolved.requested,
                 usage: UsageTracker::new(estimate, resolved.max_input_tokens),
             };
-            if D::is_stream(&body) {
-                Ok(SseBody::new(events, D::encoder(&body, meta))
+            let mut response = if D::is_stream(&body) {
+                SseBody::new(events, D::encoder(&body, meta))
                     .close_on(cfg.close_streams.clone())
                     .counted(&cfg.open_streams)
-                    .into_response())
+                    .into_response()
             } else {
-                Ok(fold(events, D::folder(&body, meta), D::DIALECT).await)
+                fold(events, D::folder(&body, meta), D::DIALECT).await
+            };
+            if prepared.trimmed_messages > 0 {
+                response.headers_mut().insert(
+                    "x-kiro-trimmed-messages",
+                    http::HeaderValue::from(prepared.trimmed_messages),
+                );
             }
+            Ok(response)
         })
     }
 }

@@ -72,6 +72,9 @@ pub struct MockConfig {
     pub models: Vec<String>,
     /// Models per ListAvailableModels page (0: all in one page).
     pub page_size: usize,
+    /// Largest request body taken; larger ones get the service's 400
+    /// `CONTENT_LENGTH_EXCEEDS_THRESHOLD` (0: no limit).
+    pub max_request_bytes: usize,
     /// Extra members merged into a listed model's JSON, by model id (e.g. `tokenLimits` or
     /// `additionalModelRequestFieldsSchema`); replaces the defaults of the same name.
     pub model_fields: Vec<(String, Value)>,
@@ -103,6 +106,7 @@ impl Default for MockConfig {
             .map(String::from)
             .collect(),
             page_size: 0,
+            max_request_bytes: 615_000,
             model_fields: Vec::new(),
             refresh_delay: Duration::ZERO,
             api_key: None,
@@ -171,6 +175,8 @@ pub struct MockState {
     desktop_refreshes: AtomicU64,
     oidc_refreshes: AtomicU64,
     generate_calls: AtomicU64,
+    /// Requests refused by the spec 3.2 rules, with the rule each broke.
+    rejections: Mutex<Vec<String>>,
     open_streams: Arc<AtomicU64>,
 }
 
@@ -223,6 +229,7 @@ impl MockKiro {
             desktop_refreshes: AtomicU64::new(0),
             oidc_refreshes: AtomicU64::new(0),
             generate_calls: AtomicU64::new(0),
+            rejections: Mutex::new(Vec::new()),
             open_streams: Arc::new(AtomicU64::new(0)),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
@@ -282,6 +289,12 @@ impl MockKiro {
 
     pub fn oidc_refreshes(&self) -> u64 {
         self.state.oidc_refreshes.load(Ordering::SeqCst)
+    }
+
+    /// The rules broken by the requests the mock refused as the service would (spec 3.2),
+    /// in order; empty when every request was well formed.
+    pub fn rejections(&self) -> Vec<String> {
+        lock(&self.state.rejections).clone()
     }
 
     pub fn generate_calls(&self) -> u64 {
@@ -618,10 +631,18 @@ async fn generate(
     if !token_ok(state, token, headers) {
         return full(StatusCode::FORBIDDEN, BAD_TOKEN);
     }
+    if state.cfg.max_request_bytes > 0 && body.len() > state.cfg.max_request_bytes {
+        lock(&state.rejections).push(format!("body of {} bytes", body.len()));
+        return full(
+            StatusCode::BAD_REQUEST,
+            r#"{"message":"Input is too long.","reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}"#,
+        );
+    }
     let req = match validate::validate(body, &state.cfg.models) {
         Ok(r) => r,
         Err(Rejection::Malformed(rule)) => {
             tracing::debug!(%rule, "mock Kiro rejected a request");
+            lock(&state.rejections).push(rule);
             return full(StatusCode::BAD_REQUEST, MALFORMED);
         }
         Err(Rejection::InvalidModel(_)) => {

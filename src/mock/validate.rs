@@ -82,7 +82,12 @@ fn check_user(
         if !["png", "jpeg", "gif", "webp"].contains(&img.format.as_str()) {
             return Err(bad(format!("{where_}: image format {:?}", img.format)));
         }
-        if img.source.bytes.starts_with("data:") || img.source.bytes.is_empty() {
+        let b = img.source.bytes.as_bytes();
+        let bare = !b.is_empty()
+            && b.len() % 4 == 0
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='));
+        if !bare {
             return Err(bad(format!("{where_}: image bytes are not bare base64")));
         }
     }

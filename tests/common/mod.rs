@@ -91,11 +91,24 @@ pub struct Running {
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
     >,
+    /// Set by tests that send the mock broken requests on purpose.
+    pub expect_rejections: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Running {
+    /// Also checks that every request the test sent reached the mock well formed (the mock
+    /// refuses what the service would, spec 3.2), unless the test said it sends broken ones.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let rejected = self.mock.rejections();
+        if !std::thread::panicking()
+            && !self
+                .expect_rejections
+                .load(std::sync::atomic::Ordering::Relaxed)
+            && !rejected.is_empty()
+        {
+            panic!("the mock refused requests as the service would: {rejected:?}");
+        }
     }
 }
 
@@ -130,6 +143,7 @@ pub async fn start_with(mock_cfg: MockConfig, tweak: impl FnOnce(&mut Config)) -
         gateway: gw,
         shutdown,
         http,
+        expect_rejections: Default::default(),
     }
 }
 

@@ -265,6 +265,7 @@ pub fn to_conversation(
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         let at = format!("messages.{i}");
+        let before = messages.len();
         match m.role.as_str() {
             "user" => messages.push(message(Role::User, &m.content, &at)?),
             "assistant" => messages.push(message(Role::Assistant, &m.content, &at)?),
@@ -283,6 +284,9 @@ pub fn to_conversation(
                     "{at}.role: {other:?} is not user or assistant"
                 )))
             }
+        }
+        for added in messages.iter_mut().skip(before) {
+            added.source.get_or_insert(i);
         }
     }
     let mut tools = Vec::new();

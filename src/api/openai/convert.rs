@@ -210,6 +210,7 @@ pub fn to_conversation(req: &ChatCompletionRequest) -> Result<Conversation, Gate
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         let param = format!("messages[{i}]");
+        let before = messages.len();
         match m.role.as_str() {
             "system" | "developer" => {
                 let t = content_text(&m.content, &format!("{param}.content"))?;
@@ -270,6 +271,9 @@ pub fn to_conversation(req: &ChatCompletionRequest) -> Result<Conversation, Gate
                     format!("{param}.role"),
                 ))
             }
+        }
+        for added in messages.iter_mut().skip(before) {
+            added.source.get_or_insert(i);
         }
     }
     let mut tools = Vec::new();
