@@ -3,6 +3,8 @@
 //!
 //! - `POST /__mock/replies` queues one reply (JSON below) for the next generate request;
 //! - `GET /__mock/requests` lists what was received (`[{method, path, body}]`);
+//! - `GET /__mock/rejections` lists the rules broken by the requests refused as the service
+//!   would (spec 3.2), since the mock started (a reset keeps them);
 //! - `POST /__mock/reset` clears the queue and the recorded requests.
 //!
 //! A reply is either an HTTP error, `{"status": 429, "body": "{...}"}`, or a stream:

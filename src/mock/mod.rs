@@ -439,6 +439,15 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Response<Body>
                 .collect();
             json_reply(StatusCode::OK, Value::Array(list))
         }
+        (&Method::GET, "/__mock/rejections") => json_reply(
+            StatusCode::OK,
+            Value::Array(
+                lock(&state.rejections)
+                    .iter()
+                    .map(|r| Value::String(r.clone()))
+                    .collect(),
+            ),
+        ),
         (&Method::POST, "/__mock/reset") => {
             lock(&state.replies).clear();
             lock(&state.recorded).clear();

@@ -6,6 +6,7 @@ target/ (built by the Rust side; this suite never builds anything). Both only bi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -37,7 +38,10 @@ _GATEWAY_ENV_PREFIXES = (
     "KIRO_", "SERVER_", "PROFILE_ARN", "FAKE_REASONING", "DEBUG_", "FIRST_TOKEN_", "STREAMING_",
     "RETRY_", "TOKEN_REFRESH_", "MODEL_CACHE_", "UNKNOWN_MODEL_", "TOOL_DESCRIPTION_", "CORS_", "LOG_",
 )
-_GATEWAY_ENV_NAMES = {"PROXY_API_KEY", "REFRESH_TOKEN", "VPN_PROXY_URL", "CONNECT_TIMEOUT", "MAX_BODY_BYTES"}
+_GATEWAY_ENV_NAMES = {
+    "PROXY_API_KEY", "REFRESH_TOKEN", "VPN_PROXY_URL", "CONNECT_TIMEOUT", "MAX_BODY_BYTES",
+    "AUTO_TRIM_PAYLOAD", "REASONING_MODE", "HEADER_READ_TIMEOUT", "SHUTDOWN_GRACE_SECS", "WORKER_THREADS",
+}
 
 
 def _binary(env_var: str, default: str) -> Path:
@@ -181,14 +185,17 @@ def _logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("client-procs")
 
 
-@pytest.fixture(scope="session")
-def mock_process(_logdir: Path) -> Iterator[tuple[Process, str]]:
+def start_mock(logdir: Path, name: str = "mock_kiro") -> tuple[Process, str]:
+    """Start a mock Kiro upstream (the suite's options); the caller stops it."""
     binary = _binary("MOCK_KIRO_BIN", "target/debug/examples/mock_kiro")
     env = dict(os.environ)
     args = [a for m in NATIVE_REASONING_MODELS for a in ("--reasoning-schema", m)]
-    proc, url = _start(
-        "mock_kiro", binary, env, _logdir, _logdir, lambda u: _probe(u, "/__mock/requests"), args
-    )
+    return _start(name, binary, env, logdir, logdir, lambda u: _probe(u, "/__mock/requests"), args)
+
+
+@pytest.fixture(scope="session")
+def mock_process(_logdir: Path) -> Iterator[tuple[Process, str]]:
+    proc, url = start_mock(_logdir)
     yield proc, url
     proc.stop()
 
@@ -198,8 +205,11 @@ def mock_url(mock_process: tuple[Process, str]) -> str:
     return mock_process[1]
 
 
-@pytest.fixture(scope="session")
-def gateway_process(mock_url: str, _logdir: Path) -> Iterator[tuple[Process, str]]:
+def start_gateway(
+    mock_url: str, logdir: Path, name: str = "kiro-gateway", extra_env: dict[str, str] | None = None
+) -> tuple[Process, str]:
+    """Start a gateway on the mock at `mock_url`, with the suite's settings plus `extra_env`
+    (e.g. a setting a test module needs a second gateway for). The caller stops it."""
     binary = _binary("KIRO_GATEWAY_BIN", "target/debug/kiro-gateway")
     env = {
         k: v
@@ -217,10 +227,16 @@ def gateway_process(mock_url: str, _logdir: Path) -> Iterator[tuple[Process, str
         # Loopback only (also the gateway's default); the listening address is checked too.
         SERVER_HOST="127.0.0.1",
     )
+    env.update(extra_env or {})
     # Its own working directory: no stray .env or config.toml is read, no debug files land in the repo.
-    workdir = _logdir / "gateway-cwd"
+    workdir = logdir / f"{name}-cwd"
     workdir.mkdir(exist_ok=True)
-    proc, url = _start("kiro-gateway", binary, env, workdir, _logdir, lambda u: _probe(u, "/health"))
+    return _start(name, binary, env, workdir, logdir, lambda u: _probe(u, "/health"))
+
+
+@pytest.fixture(scope="session")
+def gateway_process(mock_url: str, _logdir: Path) -> Iterator[tuple[Process, str]]:
+    proc, url = start_gateway(mock_url, _logdir)
     yield proc, url
     proc.stop()
 
@@ -332,6 +348,33 @@ def mock(_mock_client: Mock, gateway_url: str) -> Mock:
     """The mock, reset (empty reply queue, no recorded requests) with the gateway running."""
     _mock_client.reset()
     return _mock_client
+
+
+@contextlib.contextmanager
+def _extra_stack(logdir: Path, name: str, gateway_env: dict[str, str]) -> Iterator[tuple[Mock, str]]:
+    procs: list[Process] = []
+    mock_client = None
+    try:
+        mock_proc, mock_url = start_mock(logdir, f"mock_kiro-{name}")
+        procs.append(mock_proc)
+        gw_proc, gw_url = start_gateway(mock_url, logdir, f"kiro-gateway-{name}", gateway_env)
+        procs.append(gw_proc)
+        mock_client = Mock(mock_url)
+        yield mock_client, gw_url
+    finally:
+        if mock_client is not None:
+            mock_client.close()
+        for p in reversed(procs):
+            p.stop()
+
+
+@pytest.fixture(scope="session")
+def extra_stack(_logdir: Path) -> Callable[[str, dict[str, str]], contextlib.AbstractContextManager[tuple[Mock, str]]]:
+    """`with extra_stack(name, env) as (mock, gateway_url):` one more mock and a gateway on it
+    with the suite's settings plus `env`, for a module that needs a setting the session gateway
+    does not have. Its own mock, not the session one: the mock rotates refresh tokens, so a
+    second gateway starting from the initial REFRESH_TOKEN is refused once the first refreshed."""
+    return lambda name, env: _extra_stack(_logdir, name, env)
 
 
 @pytest.fixture
