@@ -111,6 +111,10 @@ struct State {
     generation: u64,
     /// A rotation that could not be written back yet.
     unsaved: Option<Rotation>,
+    /// The refresh token the source held when we last read or wrote it: a different one there
+    /// now means another program rotated it (and ours is spent); the same one means the source
+    /// is behind us (a failed write-back, `SQLITE_READONLY`) and must not be taken.
+    source_refresh: Option<Secret>,
     last_failure: Option<(tokio::time::Instant, AuthError)>,
 }
 
@@ -198,6 +202,7 @@ impl TokenManager {
                     profile_arn: creds.profile_arn,
                     generation: 0,
                     unsaved: None,
+                    source_refresh: creds.refresh_token.clone(),
                     last_failure: None,
                 }),
                 refresh_lock: tokio::sync::Mutex::new(()),
@@ -404,7 +409,7 @@ impl TokenManager {
                 match lock.persist(&rot).await {
                     Ok(()) => {
                         tracing::info!(source = %self.inner.source.describe(), "saved the rotated token that could not be written before");
-                        self.clear_unsaved(&rot);
+                        self.mark_saved(&rot);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the rotated token is still kept in memory only")
@@ -462,24 +467,28 @@ impl TokenManager {
         result
     }
 
-    fn clear_unsaved(&self, rot: &Rotation) {
+    fn mark_saved(&self, rot: &Rotation) {
         let mut s = self.lock_state();
+        s.source_refresh = Some(rot.refresh_token.clone());
         if s.unsaved.as_ref().map(|u| &u.access_token) == Some(&rot.access_token) {
             s.unsaved = None;
         }
     }
 
-    /// What the source holds now, if it is worth taking: a refresh token different from ours
-    /// replaces ours (another program rotated it, so ours is spent), unless ours is a
-    /// rotation not yet saved; an access token that is not ours, not `refused`, unexpired
+    /// What the source holds now, if it is worth taking: a refresh token that changed there
+    /// since we last read or wrote it replaces ours (another program rotated it, so ours is
+    /// spent); an access token that is not ours, not `refused`, unexpired
     /// (with [`MIN_ADOPT_LIFETIME`] left) and newer than ours is adopted and returned.
     fn adopt(&self, held: Option<&Credentials>, refused: Option<&Secret>) -> Option<AccessToken> {
         let held = held?;
         let mut s = self.lock_state();
         if let Some(r) = held.refresh_token.as_ref().filter(|r| !r.is_empty()) {
-            if *r != s.refresh && s.unsaved.is_none() {
-                tracing::info!(source = %self.inner.source.describe(), "the refresh token was rotated by another program; using the new one");
-                s.refresh = r.clone();
+            if s.source_refresh.as_ref() != Some(r) {
+                if *r != s.refresh {
+                    tracing::info!(source = %self.inner.source.describe(), "the refresh token was rotated by another program; using the new one");
+                    s.refresh = r.clone();
+                }
+                s.source_refresh = Some(r.clone());
             }
         }
         let access = held.access_token.clone()?;
@@ -660,7 +669,7 @@ impl TokenManager {
             _ => {}
         }
         match lock.persist(&rot).await {
-            Ok(()) => self.clear_unsaved(&rot),
+            Ok(()) => self.mark_saved(&rot),
             Err(e) => {
                 tracing::error!(error = %e, "the rotated token is kept in memory; it will be written again on the next refresh")
             }
