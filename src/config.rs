@@ -53,6 +53,11 @@ pub struct Config {
     pub token_refresh_margin_secs: u64,
     /// `KIRO_API_KEY`: a Kiro API key (`ksk_...`); wins over the other credential sources
     pub kiro_api_key: Option<Secret>,
+    /// `SQLITE_READONLY`: never write to kiro-cli's database (no write-back, no write lock)
+    pub sqlite_readonly: bool,
+    /// `CREDENTIALS_LOCK_TIMEOUT_SECS`: longest wait for the lock shared with other programs
+    /// around read-refresh-write; then the refresh goes ahead without it (with a warning)
+    pub credentials_lock_timeout_secs: f64,
 
     /// `KIRO_API_PROTOCOL`: `q` (the original's q.{region}.amazonaws.com REST paths) or
     /// `runtime` (kiro-cli's runtime.{region}.kiro.dev JSON protocol)
@@ -88,6 +93,9 @@ pub struct Config {
     pub retry_max_delay_ms: u64,
     /// `RETRY_BUDGET_SECS`: no new attempt after this long
     pub retry_budget_secs: u64,
+    /// `RETRY_AFTER_MAX_SECS`: longest upstream retry hint waited out before retrying; a longer
+    /// one is passed to the client as `Retry-After` without a retry
+    pub retry_after_max_secs: f64,
 
     /// `MODEL_CACHE_TTL`, seconds
     pub model_cache_ttl: u64,
@@ -142,6 +150,8 @@ impl Default for Config {
             profile_arn_policy: "auto".into(),
             token_refresh_margin_secs: 300,
             kiro_api_key: None,
+            sqlite_readonly: false,
+            credentials_lock_timeout_secs: 10.0,
             kiro_api_protocol: "q".into(),
             kiro_api_url: String::new(),
             kiro_management_url: String::new(),
@@ -158,6 +168,7 @@ impl Default for Config {
             retry_base_delay_ms: 1000,
             retry_max_delay_ms: 10_000,
             retry_budget_secs: 60,
+            retry_after_max_secs: 10.0,
             model_cache_ttl: 3600,
             unknown_model_policy: "reject".into(),
             tool_description_max_length: 10_000,
@@ -192,6 +203,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("PROFILE_ARN_POLICY", "profile_arn_policy"),
     ("TOKEN_REFRESH_MARGIN_SECS", "token_refresh_margin_secs"),
     ("KIRO_API_KEY", "kiro_api_key"),
+    ("SQLITE_READONLY", "sqlite_readonly"),
+    (
+        "CREDENTIALS_LOCK_TIMEOUT_SECS",
+        "credentials_lock_timeout_secs",
+    ),
     ("KIRO_API_PROTOCOL", "kiro_api_protocol"),
     ("KIRO_API_URL", "kiro_api_url"),
     ("KIRO_MANAGEMENT_URL", "kiro_management_url"),
@@ -208,6 +224,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("RETRY_BASE_DELAY_MS", "retry_base_delay_ms"),
     ("RETRY_MAX_DELAY_MS", "retry_max_delay_ms"),
     ("RETRY_BUDGET_SECS", "retry_budget_secs"),
+    ("RETRY_AFTER_MAX_SECS", "retry_after_max_secs"),
     ("MODEL_CACHE_TTL", "model_cache_ttl"),
     ("UNKNOWN_MODEL_POLICY", "unknown_model_policy"),
     ("TOOL_DESCRIPTION_MAX_LENGTH", "tool_description_max_length"),
@@ -241,6 +258,14 @@ where
     v.trim()
         .parse()
         .map_err(|e| invalid(name, format!("{v:?} is not a valid number ({e})")))
+}
+
+/// A boolean variable: true for 1, true, yes, on, enabled (any case).
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on" | "enabled"
+    )
 }
 
 /// Strip matching quotes the way .env files often carry them.
@@ -301,6 +326,10 @@ impl Config {
             "PROFILE_ARN_POLICY" => self.profile_arn_policy = v.to_owned(),
             "TOKEN_REFRESH_MARGIN_SECS" => self.token_refresh_margin_secs = parse_num(name, v)?,
             "KIRO_API_KEY" => self.kiro_api_key = opt(v).map(Secret::new),
+            "SQLITE_READONLY" => self.sqlite_readonly = truthy(v),
+            "CREDENTIALS_LOCK_TIMEOUT_SECS" => {
+                self.credentials_lock_timeout_secs = parse_num(name, v)?
+            }
             "KIRO_API_PROTOCOL" => self.kiro_api_protocol = v.to_owned(),
             "KIRO_API_URL" => self.kiro_api_url = v.to_owned(),
             "KIRO_MANAGEMENT_URL" => self.kiro_management_url = v.to_owned(),
@@ -317,6 +346,7 @@ impl Config {
             "RETRY_BASE_DELAY_MS" => self.retry_base_delay_ms = parse_num(name, v)?,
             "RETRY_MAX_DELAY_MS" => self.retry_max_delay_ms = parse_num(name, v)?,
             "RETRY_BUDGET_SECS" => self.retry_budget_secs = parse_num(name, v)?,
+            "RETRY_AFTER_MAX_SECS" => self.retry_after_max_secs = parse_num(name, v)?,
             "MODEL_CACHE_TTL" => self.model_cache_ttl = parse_num(name, v)?,
             "UNKNOWN_MODEL_POLICY" => self.unknown_model_policy = v.to_owned(),
             "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
@@ -514,6 +544,7 @@ impl ValidConfig {
             creds_file: self.raw.kiro_creds_file.clone(),
             cli_db_file: self.raw.kiro_cli_db_file.clone(),
             api_key: self.raw.kiro_api_key.clone(),
+            sqlite_readonly: self.raw.sqlite_readonly,
         }
     }
 

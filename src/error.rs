@@ -172,11 +172,39 @@ impl From<kiro::Error> for GatewayError {
                         s.message
                     ));
                 }
+                if s.is_quota_exhausted() {
+                    // a 429 clients know as "out of quota" (OpenAI `insufficient_quota`,
+                    // Anthropic `rate_limit_error`); no Retry-After: waiting will not help
+                    return Self::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorKind::RateLimit,
+                        format!(
+                            "Monthly request limit exceeded: the Kiro account has used its monthly quota (Kiro {}: {}{})",
+                            s.status.as_u16(),
+                            s.message,
+                            s.reason.as_deref().map(|r| format!(", reason: {r}")).unwrap_or_default()
+                        ),
+                    )
+                    .with_code("insufficient_quota");
+                }
+                if s.is_suspended() {
+                    return Self::new(
+                        StatusCode::FORBIDDEN,
+                        ErrorKind::Permission,
+                        format!(
+                            "Kiro API error 403: {}{} (the Kiro account is suspended or locked; refreshing the token cannot fix this)",
+                            s.message,
+                            s.reason.as_deref().map(|r| format!(" (reason: {r})")).unwrap_or_default()
+                        ),
+                    )
+                    .with_code(
+                        s.reason
+                            .clone()
+                            .or(s.error_type.clone())
+                            .unwrap_or_else(|| "account_suspended".into()),
+                    );
+                }
                 let message = match s.reason.as_deref() {
-                    Some("MONTHLY_REQUEST_COUNT") => format!(
-                        "Monthly request limit exceeded: the Kiro account has used its monthly quota ({})",
-                        s.message
-                    ),
                     Some(r) => format!("{} (reason: {r})", s.message),
                     None => s.message.clone(),
                 };
@@ -196,7 +224,10 @@ impl From<kiro::Error> for GatewayError {
                         .or(s.error_type.clone())
                         .unwrap_or_else(|| "kiro_api_error".into()),
                 );
-                g.retry_after = s.retry_after.map(|d| d.as_secs().max(1));
+                // whole seconds, rounded up: a client that waits that long has waited enough
+                g.retry_after = s
+                    .retry_after
+                    .map(|d| d.as_millis().div_ceil(1000).max(1) as u64);
                 g
             }
             E::Connect { .. } => {
@@ -266,6 +297,28 @@ mod tests {
             r#"{"message":"Account suspended","reason":"TEMPORARILY_SUSPENDED"}"#,
         );
         assert_eq!(g.status, 403);
+        assert_eq!(g.kind, ErrorKind::Permission);
         assert!(g.message.contains("TEMPORARILY_SUSPENDED"));
+        assert!(g.message.contains("Account suspended"));
+    }
+
+    #[test]
+    fn a_used_up_monthly_quota_is_a_429_insufficient_quota() {
+        for (code, body) in [
+            (
+                402,
+                r#"{"message":"quota","reason":"MONTHLY_REQUEST_COUNT"}"#,
+            ),
+            (
+                400,
+                r#"{"__type":"ServiceQuotaExceededException","message":"quota","reason":"MONTHLY_REQUEST_COUNT"}"#,
+            ),
+        ] {
+            let g = from_status(code, body);
+            assert_eq!((g.status.as_u16(), g.kind), (429, ErrorKind::RateLimit));
+            assert_eq!(g.code.as_deref(), Some("insufficient_quota"));
+            assert_eq!(g.retry_after, None);
+            assert!(g.message.contains("Monthly request limit"), "{}", g.message);
+        }
     }
 }

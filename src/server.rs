@@ -74,6 +74,7 @@ impl Gateway {
             headers.clone(),
             TokenConfig {
                 refresh_margin: Duration::from_secs(raw.token_refresh_margin_secs),
+                lock_timeout: crate::config::secs(raw.credentials_lock_timeout_secs, 0.0),
                 profile_arn_policy,
                 ..Default::default()
             },
@@ -129,6 +130,7 @@ impl Gateway {
                 budget: Duration::from_secs(raw.retry_budget_secs),
                 first_token_timeout: crate::config::secs(raw.first_token_timeout, 0.05),
                 first_token_max_attempts: raw.first_token_max_retries.max(1),
+                retry_after_cap: crate::config::secs(raw.retry_after_max_secs, 0.0),
             },
             tokens,
             client,

@@ -55,6 +55,8 @@ pub struct CredentialSettings {
     pub cli_db_file: Option<PathBuf>,
     /// `KIRO_API_KEY`
     pub api_key: Option<Secret>,
+    /// `SQLITE_READONLY`: never write to the kiro-cli database.
+    pub sqlite_readonly: bool,
 }
 
 /// Which refresh flow a credential uses.
@@ -89,6 +91,8 @@ pub enum CredentialSource {
     Sqlite {
         path: PathBuf,
         token_key: String,
+        /// `SQLITE_READONLY`: read only, never written (no write-back, no write lock).
+        readonly: bool,
     },
     /// `KIRO_API_KEY`: nothing to refresh or write back.
     ApiKey,
@@ -100,7 +104,9 @@ impl CredentialSource {
         match self {
             CredentialSource::Env => "REFRESH_TOKEN".to_owned(),
             CredentialSource::JsonFile { path } => format!("KIRO_CREDS_FILE ({})", path.display()),
-            CredentialSource::Sqlite { path, token_key } => {
+            CredentialSource::Sqlite {
+                path, token_key, ..
+            } => {
                 format!("KIRO_CLI_DB_FILE ({}, key {token_key})", path.display())
             }
             CredentialSource::ApiKey => "KIRO_API_KEY".to_owned(),
@@ -258,10 +264,11 @@ pub fn load(settings: &CredentialSettings) -> Result<(Credentials, CredentialSou
     };
     let source = if let Some(db) = &settings.cli_db_file {
         let path = expand_tilde(db);
-        let key = load_sqlite(&path, &mut creds)?;
+        let key = load_sqlite(&path, settings.sqlite_readonly, &mut creds)?;
         CredentialSource::Sqlite {
             path,
             token_key: key,
+            readonly: settings.sqlite_readonly,
         }
     } else if let Some(file) = &settings.creds_file {
         let path = expand_tilde(file);
@@ -371,17 +378,29 @@ fn load_device_registration(creds_path: &Path, hash: &str, creds: &mut Credentia
     );
 }
 
-fn open_db(path: &Path, source: &str) -> Result<rusqlite::Connection, AuthError> {
+/// Open kiro-cli's database (never creating it); `readonly` opens it read-only.
+pub(crate) fn open_db(
+    path: &Path,
+    source: &str,
+    readonly: bool,
+) -> Result<rusqlite::Connection, AuthError> {
     if !path.exists() {
         return Err(load_err(source, "file not found"));
     }
-    let conn = rusqlite::Connection::open(path).map_err(|e| load_err(source, e))?;
+    use rusqlite::OpenFlags;
+    let flags = if readonly {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn =
+        rusqlite::Connection::open_with_flags(path, flags).map_err(|e| load_err(source, e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| load_err(source, e))?;
     Ok(conn)
 }
 
-fn read_kv(conn: &rusqlite::Connection, key: &str) -> Option<Map<String, Value>> {
+pub(crate) fn read_kv(conn: &rusqlite::Connection, key: &str) -> Option<Map<String, Value>> {
     let text: String = conn
         .query_row("SELECT value FROM auth_kv WHERE key = ?1", [key], |r| {
             r.get(0)
@@ -390,9 +409,9 @@ fn read_kv(conn: &rusqlite::Connection, key: &str) -> Option<Map<String, Value>>
     serde_json::from_str(&text).ok()
 }
 
-fn load_sqlite(path: &Path, creds: &mut Credentials) -> Result<String, AuthError> {
+fn load_sqlite(path: &Path, readonly: bool, creds: &mut Credentials) -> Result<String, AuthError> {
     let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
-    let conn = open_db(path, &source)?;
+    let conn = open_db(path, &source, readonly)?;
     let (key, token) = SQLITE_TOKEN_KEYS
         .iter()
         .find_map(|k| read_kv(&conn, k).map(|v| ((*k).to_owned(), v)))
@@ -430,7 +449,7 @@ fn load_sqlite(path: &Path, creds: &mut Credentials) -> Result<String, AuthError
     Ok(key)
 }
 
-fn apply_sqlite_token(token: &Map<String, Value>, creds: &mut Credentials) {
+pub(crate) fn apply_sqlite_token(token: &Map<String, Value>, creds: &mut Credentials) {
     if let Some(t) = str_field(token, "access_token") {
         creds.access_token = Some(Secret::new(t));
     }
@@ -454,8 +473,12 @@ pub fn reread(source: &CredentialSource) -> Option<Credentials> {
     match source {
         CredentialSource::Env | CredentialSource::ApiKey => return None,
         CredentialSource::JsonFile { path } => load_json(path, &mut creds).ok()?,
-        CredentialSource::Sqlite { path, token_key } => {
-            let conn = open_db(path, "").ok()?;
+        CredentialSource::Sqlite {
+            path,
+            token_key,
+            readonly,
+        } => {
+            let conn = open_db(path, "", *readonly).ok()?;
             apply_sqlite_token(&read_kv(&conn, token_key)?, &mut creds);
         }
     }
@@ -467,11 +490,14 @@ pub fn persist(source: &CredentialSource, rot: &Rotation) -> Result<(), AuthErro
     match source {
         CredentialSource::Env | CredentialSource::ApiKey => Ok(()),
         CredentialSource::JsonFile { path } => persist_json(path, rot),
-        CredentialSource::Sqlite { path, token_key } => persist_sqlite(path, token_key, rot),
+        CredentialSource::Sqlite { readonly: true, .. } => Ok(()),
+        CredentialSource::Sqlite {
+            path, token_key, ..
+        } => persist_sqlite(path, token_key, rot),
     }
 }
 
-fn persist_err(source: &str, detail: impl std::fmt::Display) -> AuthError {
+pub(crate) fn persist_err(source: &str, detail: impl std::fmt::Display) -> AuthError {
     AuthError::Persist {
         origin: source.to_owned(),
         detail: detail.to_string(),
@@ -493,10 +519,13 @@ fn persist_json(path: &Path, rot: &Rotation) -> Result<(), AuthError> {
         "refreshToken".into(),
         Value::String(rot.refresh_token.expose().to_owned()),
     );
-    map.insert(
-        "expiresAt".into(),
-        Value::String(format_expiry(rot.expires_at)),
-    );
+    // in the style the file already uses (the Kiro IDE writes `.000Z`, the Python original
+    // `+00:00`), so whoever else reads it sees what it expects
+    let expires = match map.get("expiresAt").and_then(Value::as_str) {
+        Some(old) => DateStyle::of(old).format(rot.expires_at),
+        None => format_expiry(rot.expires_at),
+    };
+    map.insert("expiresAt".into(), Value::String(expires));
     if let Some(arn) = &rot.profile_arn {
         map.insert("profileArn".into(), Value::String(arn.clone()));
     }
@@ -542,11 +571,23 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 fn persist_sqlite(path: &Path, key: &str, rot: &Rotation) -> Result<(), AuthError> {
     let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
-    let mut conn = open_db(path, &source).map_err(|e| persist_err(&source, e))?;
+    let mut conn = open_db(path, &source, false).map_err(|e| persist_err(&source, e))?;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| persist_err(&source, e))?;
-    let mut map = read_kv(&tx, key).unwrap_or_default();
+    merge_sqlite_token(&tx, key, rot).map_err(|e| persist_err(&source, e))?;
+    tx.commit().map_err(|e| persist_err(&source, e))
+}
+
+/// Merge a rotation into the token row `key`, inside the caller's transaction: only the three
+/// token members change (and `profile_arn` when the row has one); `region`, `scopes`,
+/// `profile_arn` and any member we do not know stay as they are.
+pub(crate) fn merge_sqlite_token(
+    conn: &rusqlite::Connection,
+    key: &str,
+    rot: &Rotation,
+) -> rusqlite::Result<()> {
+    let mut map = read_kv(conn, key).unwrap_or_default();
     map.insert(
         "access_token".into(),
         Value::String(rot.access_token.expose().to_owned()),
@@ -555,27 +596,99 @@ fn persist_sqlite(path: &Path, key: &str, rot: &Rotation) -> Result<(), AuthErro
         "refresh_token".into(),
         Value::String(rot.refresh_token.expose().to_owned()),
     );
-    map.insert(
-        "expires_at".into(),
-        Value::String(format_expiry(rot.expires_at)),
-    );
+    let expires = match map.get("expires_at").and_then(Value::as_str) {
+        Some(old) => DateStyle::of(old).format(rot.expires_at),
+        None => format_expiry(rot.expires_at),
+    };
+    map.insert("expires_at".into(), Value::String(expires));
     if let Some(arn) = &rot.profile_arn {
         if map.contains_key("profile_arn") {
             map.insert("profile_arn".into(), Value::String(arn.clone()));
         }
     }
     let text = Value::Object(map).to_string();
-    let changed = tx
-        .execute("UPDATE auth_kv SET value = ?1 WHERE key = ?2", [&text, key])
-        .map_err(|e| persist_err(&source, e))?;
+    let changed = conn.execute("UPDATE auth_kv SET value = ?1 WHERE key = ?2", [&text, key])?;
     if changed == 0 {
-        tx.execute(
+        conn.execute(
             "INSERT INTO auth_kv (key, value) VALUES (?1, ?2)",
             [key, &text],
-        )
-        .map_err(|e| persist_err(&source, e))?;
+        )?;
     }
-    tx.commit().map_err(|e| persist_err(&source, e))
+    Ok(())
+}
+
+/// How a stored timestamp is written: its fraction digits and its zone suffix, so a rewrite
+/// keeps the style of whoever wrote the file first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateStyle {
+    /// Digits after the seconds (0, 3, 6 or 9).
+    pub fraction_digits: u8,
+    pub zone: ZoneStyle,
+}
+
+/// The zone suffix of a stored timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneStyle {
+    /// `Z`
+    Z,
+    /// `+00:00` (Python's `isoformat()`)
+    Offset,
+    /// no zone at all (read as UTC)
+    Naive,
+}
+
+impl DateStyle {
+    /// The style of `s` (an RFC 3339 / ISO 8601 timestamp).
+    pub fn of(s: &str) -> DateStyle {
+        let s = s.trim();
+        let time_part = s.split_once('T').map(|(_, t)| t).unwrap_or(s);
+        let zone = if time_part.ends_with(['Z', 'z']) {
+            ZoneStyle::Z
+        } else if time_part.contains(['+', '-']) {
+            ZoneStyle::Offset
+        } else {
+            ZoneStyle::Naive
+        };
+        let fraction_digits = time_part
+            .split_once('.')
+            .map(|(_, f)| f.chars().take_while(char::is_ascii_digit).count())
+            .unwrap_or(0);
+        let fraction_digits = match fraction_digits {
+            0 => 0,
+            1..=3 => 3,
+            4..=6 => 6,
+            _ => 9,
+        };
+        DateStyle {
+            fraction_digits,
+            zone,
+        }
+    }
+
+    /// `t` in UTC, in this style.
+    pub fn format(self, t: SystemTime) -> String {
+        let dt = OffsetDateTime::from(t).to_offset(time::UtcOffset::UTC);
+        let mut out = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            u8::from(dt.month()),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        );
+        if self.fraction_digits > 0 {
+            let nanos = format!("{:09}", dt.nanosecond());
+            out.push('.');
+            out.push_str(&nanos[..self.fraction_digits as usize]);
+        }
+        match self.zone {
+            ZoneStyle::Z => out.push('Z'),
+            ZoneStyle::Offset => out.push_str("+00:00"),
+            ZoneStyle::Naive => {}
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -590,6 +703,25 @@ mod tests {
         assert_eq!(format_expiry(t2), "2025-01-12T23:00:00.123Z");
         assert!(parse_expiry("2025-01-12T23:00:00").is_some());
         assert!(parse_expiry("soon").is_none());
+    }
+
+    #[test]
+    fn keeps_the_date_style_of_the_file() {
+        let t = parse_expiry("2030-05-06T07:08:09.123456Z").unwrap();
+        for (old, expected) in [
+            ("2025-01-12T23:00:00.000Z", "2030-05-06T07:08:09.123Z"),
+            ("2025-01-12T23:00:00Z", "2030-05-06T07:08:09Z"),
+            (
+                "2025-01-12T23:00:00.123456+00:00",
+                "2030-05-06T07:08:09.123456+00:00",
+            ),
+            ("2025-01-12T23:00:00+00:00", "2030-05-06T07:08:09+00:00"),
+            ("2025-01-12T23:00:00", "2030-05-06T07:08:09"),
+        ] {
+            let written = DateStyle::of(old).format(t);
+            assert_eq!(written, expected, "{old}");
+            assert!(parse_expiry(&written).is_some());
+        }
     }
 
     #[cfg(unix)]

@@ -9,8 +9,13 @@
 //! - **Nothing lost.** A rotated refresh token is written back to its source before the new
 //!   token is handed out; if the write fails the error is logged loudly and retried on the next
 //!   refresh, and the in-memory token keeps working.
-//! - **Shared sources.** Before refreshing, the source is re-read: if the Kiro IDE or kiro-cli has
-//!   already refreshed, their token is adopted instead of spending (and rotating away) theirs.
+//! - **Shared sources.** A refresh holds the source's lock (see [`super::lock`]) across
+//!   re-read, refresh and write-back, so two gateways on one file never refresh the same
+//!   token. The source is re-read first: a newer valid token there (the Kiro IDE, kiro-cli or
+//!   another gateway refreshed) is adopted instead of refreshing, and a refresh token rotated
+//!   by someone else replaces ours (ours is spent). A refused refresh (`invalid_grant`, 400,
+//!   401) re-reads once more and retries with what is there now; if that fails too but the
+//!   current access token has not expired, it keeps being used, with a warning.
 //! - **API keys are never refreshed.** With `KIRO_API_KEY` the key is the bearer of every call;
 //!   a forced refresh is answered with [`AuthError::ApiKeyRefused`], never with a call to an
 //!   auth service.
@@ -25,6 +30,7 @@ use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::lock::SourceLock;
 use super::source::{self, AuthKind, CredentialSource, Credentials, Rotation};
 use super::AuthError;
 use crate::kiro::client::{BearerKind, EndpointTemplates, KiroHeaders, UpstreamHttp};
@@ -42,6 +48,9 @@ pub struct TokenConfig {
     pub default_lifetime: Duration,
     /// When requests carry the profile ARN (spec 2.8: the sources disagree, so it is a knob).
     pub profile_arn_policy: ProfileArnPolicy,
+    /// `CREDENTIALS_LOCK_TIMEOUT_SECS`: longest wait for the source lock before refreshing
+    /// without it.
+    pub lock_timeout: Duration,
 }
 
 /// Whether `profileArn` goes into generate and model-list requests.
@@ -65,9 +74,13 @@ impl Default for TokenConfig {
             failure_cooldown: Duration::from_secs(2),
             default_lifetime: Duration::from_secs(3600),
             profile_arn_policy: ProfileArnPolicy::Auto,
+            lock_timeout: Duration::from_secs(10),
         }
     }
 }
+
+/// A token another program wrote is adopted only with at least this much life left.
+const MIN_ADOPT_LIFETIME: Duration = Duration::from_secs(2);
 
 /// An access token as handed out, with the generation it belongs to (for 403 handling).
 #[derive(Debug, Clone)]
@@ -98,6 +111,10 @@ struct State {
     generation: u64,
     /// A rotation that could not be written back yet.
     unsaved: Option<Rotation>,
+    /// The refresh token the source held when we last read or wrote it: a different one there
+    /// now means another program rotated it (and ours is spent); the same one means the source
+    /// is behind us (a failed write-back, `SQLITE_READONLY`) and must not be taken.
+    source_refresh: Option<Secret>,
     last_failure: Option<(tokio::time::Instant, AuthError)>,
 }
 
@@ -185,6 +202,7 @@ impl TokenManager {
                     profile_arn: creds.profile_arn,
                     generation: 0,
                     unsaved: None,
+                    source_refresh: creds.refresh_token.clone(),
                     last_failure: None,
                 }),
                 refresh_lock: tokio::sync::Mutex::new(()),
@@ -338,15 +356,17 @@ impl TokenManager {
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
-        match self.refresh_after_reread(None).await {
+        match self.refresh_locked(None).await {
             Ok(t) => Ok(t),
-            Err(e) if e.is_transient() => match self.unexpired() {
-                Some(t) => {
-                    tracing::warn!(error = %e, "token refresh failed; the current token is still valid, using it");
-                    Ok(t)
+            Err(e @ (AuthError::Transient { .. } | AuthError::Refused { .. })) => {
+                match self.unexpired() {
+                    Some(t) => {
+                        tracing::warn!(error = %e, "token refresh failed; the current access token has not expired yet, so it stays in use until it does");
+                        Ok(t)
+                    }
+                    None => Err(e),
                 }
-                None => Err(e),
-            },
+            }
             Err(e) => Err(e),
         }
     }
@@ -375,14 +395,35 @@ impl TokenManager {
             }
         }
         // The token the service refused must not be adopted again from the source.
-        self.refresh_after_reread(Some(&failed.token)).await
+        self.refresh_locked(Some(&failed.token)).await
     }
 
-    async fn refresh_after_reread(
-        &self,
-        refused: Option<&Secret>,
-    ) -> Result<AccessToken, AuthError> {
-        if let Some(t) = self.adopt_from_source(refused).await {
+    /// Under the source lock: re-read, adopt or refresh, write back. `refused` is an access
+    /// token the service rejected (never adopted again).
+    async fn refresh_locked(&self, refused: Option<&Secret>) -> Result<AccessToken, AuthError> {
+        let mut lock = SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
+        // a rotation an earlier write-back failed to save: save it now that we hold the lock
+        let unsaved = self.lock_state().unsaved.clone();
+        if let Some(rot) = unsaved {
+            if self.inner.source != CredentialSource::Env {
+                match lock.persist(&rot).await {
+                    Ok(()) => {
+                        tracing::info!(source = %self.inner.source.describe(), "saved the rotated token that could not be written before");
+                        self.mark_saved(&rot);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the rotated token is still kept in memory only")
+                    }
+                }
+                if !lock.is_held() {
+                    // the SQLite commit ended the transaction: take it again
+                    lock =
+                        SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
+                }
+            }
+        }
+        let held = lock.reread().await;
+        if let Some(t) = self.adopt(held.as_ref(), refused) {
             return Ok(t);
         }
         {
@@ -393,7 +434,31 @@ impl TokenManager {
                 }
             }
         }
-        let result = self.refresh_now().await;
+        let used = self.lock_state().refresh.clone();
+        let mut result = self.refresh_now().await;
+        if let Err(first @ AuthError::Refused { .. }) = &result {
+            // someone else may have rotated the token between our read and our refresh (or
+            // refreshed without our lock): look once more and retry with what is there now
+            let now_held = lock.reread().await;
+            if let Some(t) = self.adopt(now_held.as_ref(), refused) {
+                return Ok(t);
+            }
+            let current = self.lock_state().refresh.clone();
+            if current != used {
+                tracing::info!(source = %self.inner.source.describe(), "the refresh token was refused, but the source now holds another one; retrying with it");
+                result = self.refresh_now().await;
+            } else {
+                tracing::warn!(error = %first, "the refresh token was refused and the source holds no newer one");
+            }
+        }
+        let result = match result {
+            Ok((token, rot, rotated)) => {
+                self.write_back(&mut lock, rot, rotated).await;
+                Ok(token)
+            }
+            Err(e) => Err(e),
+        };
+        drop(lock);
         let mut s = self.lock_state();
         match &result {
             Ok(_) => s.last_failure = None,
@@ -402,36 +467,50 @@ impl TokenManager {
         result
     }
 
-    /// If the source now holds a different, fresh token (the IDE or kiro-cli refreshed), use it.
-    async fn adopt_from_source(&self, refused: Option<&Secret>) -> Option<AccessToken> {
-        if matches!(
-            self.inner.source,
-            CredentialSource::Env | CredentialSource::ApiKey
-        ) {
+    fn mark_saved(&self, rot: &Rotation) {
+        let mut s = self.lock_state();
+        s.source_refresh = Some(rot.refresh_token.clone());
+        if s.unsaved.as_ref().map(|u| &u.access_token) == Some(&rot.access_token) {
+            s.unsaved = None;
+        }
+    }
+
+    /// What the source holds now, if it is worth taking: a refresh token that changed there
+    /// since we last read or wrote it replaces ours (another program rotated it, so ours is
+    /// spent); an access token that is not ours, not `refused`, unexpired
+    /// (with [`MIN_ADOPT_LIFETIME`] left) and newer than ours is adopted and returned.
+    fn adopt(&self, held: Option<&Credentials>, refused: Option<&Secret>) -> Option<AccessToken> {
+        let held = held?;
+        let mut s = self.lock_state();
+        if let Some(r) = held.refresh_token.as_ref().filter(|r| !r.is_empty()) {
+            if s.source_refresh.as_ref() != Some(r) {
+                if *r != s.refresh {
+                    tracing::info!(source = %self.inner.source.describe(), "the refresh token was rotated by another program; using the new one");
+                    s.refresh = r.clone();
+                }
+                s.source_refresh = Some(r.clone());
+            }
+        }
+        let access = held.access_token.clone()?;
+        let exp = held.expires_at?;
+        if s.access.as_ref() == Some(&access) || refused == Some(&access) {
             return None;
         }
-        let src = self.inner.source.clone();
-        let now_held = tokio::task::spawn_blocking(move || source::reread(&src))
-            .await
-            .ok()
-            .flatten()?;
-        let access = now_held.access_token?;
-        let exp = now_held.expires_at?;
-        let mut s = self.lock_state();
-        let same_as_ours = s.access.as_ref() == Some(&access);
-        let refused_one = refused == Some(&access);
-        if same_as_ours || refused_one || SystemTime::now() + self.margin(&s) >= exp {
+        let remaining = exp.duration_since(SystemTime::now()).ok()?;
+        if remaining < MIN_ADOPT_LIFETIME {
+            return None;
+        }
+        // newer than ours, unless ours was refused (then any valid one is better)
+        let ours_refused = refused.is_some() && refused == s.access.as_ref();
+        if !ours_refused && s.expires_at.is_some_and(|ours| exp <= ours) {
             return None;
         }
         tracing::info!(source = %self.inner.source.describe(), "adopting a token refreshed by another program");
         s.access = Some(access.clone());
         s.expires_at = Some(exp);
-        s.lifetime = None;
-        if let Some(r) = now_held.refresh_token {
-            s.refresh = r;
-        }
+        // its real lifetime is unknown: what is left of it is the best estimate
+        s.lifetime = Some(remaining);
         s.generation += 1;
-        s.unsaved = None;
         Some(AccessToken {
             token: access,
             generation: s.generation,
@@ -461,7 +540,9 @@ impl TokenManager {
         }
     }
 
-    async fn refresh_now(&self) -> Result<AccessToken, AuthError> {
+    /// One call to the auth service. On success the new token is in the state and the
+    /// rotation to write back is returned with it (and whether the refresh token changed).
+    async fn refresh_now(&self) -> Result<(AccessToken, Rotation, bool), AuthError> {
         let inner = &self.inner;
         let source = inner.source.describe();
         let refresh = self.lock_state().refresh.clone();
@@ -555,37 +636,43 @@ impl TokenManager {
             (rot, s.generation, rotated)
         };
         let (rotation, generation, rotated) = rotation_and_gen;
-        self.write_back(rotation, rotated).await;
-        Ok(AccessToken {
-            token: access,
-            generation,
-        })
+        Ok((
+            AccessToken {
+                token: access,
+                generation,
+            },
+            rotation,
+            rotated,
+        ))
     }
 
-    async fn write_back(&self, rot: Rotation, rotated: bool) {
-        if self.inner.source == CredentialSource::Env {
-            if rotated {
-                tracing::warn!(
-                    "the auth service rotated the refresh token from REFRESH_TOKEN; the new one is kept in memory only. Use KIRO_CREDS_FILE or KIRO_CLI_DB_FILE so that it survives a restart"
-                );
-            }
-            self.lock_state().unsaved = None;
-            return;
-        }
-        let src = self.inner.source.clone();
-        let rot2 = rot.clone();
-        let result = tokio::task::spawn_blocking(move || source::persist(&src, &rot2)).await;
-        match result {
-            Ok(Ok(())) => {
-                let mut s = self.lock_state();
-                if s.unsaved.as_ref().map(|u| &u.access_token) == Some(&rot.access_token) {
-                    s.unsaved = None;
+    async fn write_back(&self, lock: &mut SourceLock, rot: Rotation, rotated: bool) {
+        match &self.inner.source {
+            CredentialSource::Env => {
+                if rotated {
+                    tracing::warn!(
+                        "the auth service rotated the refresh token from REFRESH_TOKEN; the new one is kept in memory only. Use KIRO_CREDS_FILE or KIRO_CLI_DB_FILE so that it survives a restart"
+                    );
                 }
+                self.lock_state().unsaved = None;
+                return;
             }
-            Ok(Err(e)) => {
+            CredentialSource::Sqlite { readonly: true, .. } => {
+                if rotated {
+                    tracing::warn!(
+                        "SQLITE_READONLY: the rotated refresh token is kept in memory only and kiro-cli's copy is now spent; run `kiro-cli login` if kiro-cli stops working"
+                    );
+                }
+                self.lock_state().unsaved = None;
+                return;
+            }
+            _ => {}
+        }
+        match lock.persist(&rot).await {
+            Ok(()) => self.mark_saved(&rot),
+            Err(e) => {
                 tracing::error!(error = %e, "the rotated token is kept in memory; it will be written again on the next refresh")
             }
-            Err(e) => tracing::error!(error = %e, "credential write-back task failed"),
         }
     }
 

@@ -137,16 +137,7 @@ impl UpstreamStatus {
             .or(parsed.error_type)
             .map(|t| t.split(':').next().unwrap_or_default().to_owned())
             .map(|t| t.rsplit('#').next().unwrap_or_default().to_owned());
-        let header_ms = |name: &str, scale: u64| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|n| Duration::from_millis(n.saturating_mul(scale)))
-        };
-        let retry_after = header_ms("retry-after-ms", 1)
-            .or_else(|| header_ms("retry-after", 1000))
-            .or(parsed.retry_after_ms.map(Duration::from_millis));
+        let retry_after = retry_hint(headers).or(parsed.retry_after_ms.map(Duration::from_millis));
         UpstreamStatus {
             status,
             message,
@@ -186,14 +177,58 @@ impl UpstreamStatus {
                 .is_some_and(|t| t.contains("Suspended"))
     }
 
+    /// The monthly request quota is used up (spec 7.1: reason `MONTHLY_REQUEST_COUNT`, seen as
+    /// 402 or as 400 `ServiceQuotaExceededException`). Waiting minutes will not fix it, so it
+    /// is never retried.
+    pub fn is_quota_exhausted(&self) -> bool {
+        self.reason.as_deref() == Some("MONTHLY_REQUEST_COUNT")
+            || self
+                .error_type
+                .as_deref()
+                .is_some_and(|t| t == "ServiceQuotaExceededException")
+            || self.status == StatusCode::PAYMENT_REQUIRED
+    }
+
     /// 429 (except a monthly quota) and 5xx.
     pub fn is_retryable(&self) -> bool {
-        let quota = self
-            .reason
-            .as_deref()
-            .is_some_and(|r| r == "MONTHLY_REQUEST_COUNT");
-        (self.status == StatusCode::TOO_MANY_REQUESTS && !quota) || self.status.is_server_error()
+        !self.is_quota_exhausted()
+            && (self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error())
     }
+}
+
+/// A retry hint from the response headers: `retry-after-ms` (milliseconds), `retry-after`
+/// (seconds, possibly fractional, or an HTTP date) or `x-ratelimit-reset-after` (seconds).
+/// The service is not known to send any of them (spec 7.1); peers honour all three.
+pub fn retry_hint(headers: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let secs = |v: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+    };
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_millis(ms));
+    }
+    if let Some(v) = text("retry-after") {
+        if let Some(d) = secs(v) {
+            return Some(d);
+        }
+        // an HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT"): the wait is the time until then
+        if let Ok(at) =
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822)
+        {
+            let now = time::OffsetDateTime::now_utc();
+            let wait = (at - now).max(time::Duration::ZERO);
+            return Some(Duration::from_secs_f64(wait.as_seconds_f64().min(86_400.0)));
+        }
+    }
+    text("x-ratelimit-reset-after").and_then(secs)
 }
 
 #[cfg(test)]
@@ -226,6 +261,21 @@ mod tests {
             Bytes::from_static(br#"{"message":"quota","reason":"MONTHLY_REQUEST_COUNT"}"#),
         );
         assert!(!quota.is_retryable());
+        assert!(quota.is_quota_exhausted());
+        for (status, body) in [
+            (402, r#"{"message":"Payment required"}"#),
+            (
+                400,
+                r#"{"__type":"com.amazon.aws#ServiceQuotaExceededException","message":"quota"}"#,
+            ),
+        ] {
+            let q = UpstreamStatus::from_parts(
+                StatusCode::from_u16(status).unwrap(),
+                &h,
+                Bytes::from(body),
+            );
+            assert!(q.is_quota_exhausted() && !q.is_retryable(), "{status}");
+        }
         let mut h = HeaderMap::new();
         h.insert("retry-after", "2".parse().unwrap());
         h.insert(
@@ -243,5 +293,52 @@ mod tests {
         assert_eq!(throttled.retry_after, Some(Duration::from_secs(2)));
         assert_eq!(throttled.error_type.as_deref(), Some("ThrottlingException"));
         assert_eq!(throttled.message, "busy");
+    }
+
+    #[test]
+    fn reads_every_retry_hint() {
+        let hint = |name: &str, v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+            retry_hint(&h)
+        };
+        assert_eq!(hint("retry-after", "3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            hint("retry-after", "1.5"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            hint("retry-after-ms", "250"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            hint("x-ratelimit-reset-after", "2"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(hint("retry-after", "soon"), None);
+        // a date in the past: retry now
+        assert_eq!(
+            hint("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(30);
+        let date = at
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap();
+        let d = hint("retry-after", &date).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        // a hint in the JSON body
+        let s = UpstreamStatus::from_parts(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            Bytes::from_static(br#"{"message":"slow down","retryAfterMilliseconds":1200}"#),
+        );
+        assert_eq!(s.retry_after, Some(Duration::from_millis(1200)));
     }
 }

@@ -12,7 +12,9 @@
 //! **RetryLayer** retries an attempt that failed before anything reached the client:
 //! 429 (not a monthly quota), 5xx and connection errors with exponential backoff and jitter
 //! (the `backoff` crate computes the schedule, `tokio::time` waits; an upstream retry hint is
-//! honoured up to the delay cap), within a bounded number of attempts and a total time budget.
+//! honoured exactly when it is at most [`RetryConfig::retry_after_cap`]; a longer hint is not
+//! waited out but handed to the client as `Retry-After`), within a bounded number of attempts
+//! and a total time budget. A used-up monthly quota is never retried.
 //! An attempt whose response headers and first event do not arrive within the first-token
 //! timeout is abandoned (its connection dropped) and retried up to its own limit, then 504.
 //! A 400 is never retried. Once the first event is back the response is handed up, so nothing
@@ -46,6 +48,10 @@ pub struct RetryConfig {
     pub first_token_timeout: Duration,
     /// `FIRST_TOKEN_MAX_RETRIES`: attempts in all that may time out before 504.
     pub first_token_max_attempts: u32,
+    /// `RETRY_AFTER_MAX_SECS`: the longest upstream retry hint (`retryAfterMilliseconds`,
+    /// `Retry-After`) the gateway waits out itself; a longer one goes straight to the client
+    /// as its `Retry-After`.
+    pub retry_after_cap: Duration,
 }
 
 impl Default for RetryConfig {
@@ -57,6 +63,7 @@ impl Default for RetryConfig {
             budget: Duration::from_secs(60),
             first_token_timeout: Duration::from_secs(15),
             first_token_max_attempts: 3,
+            retry_after_cap: Duration::from_secs(10),
         }
     }
 }
@@ -149,6 +156,9 @@ where
         let mut spare = self.inner.clone();
         let cfg = self.cfg.clone();
         Box::pin(async move {
+            let mut req = req;
+            // shared by every attempt's clone: the auth layer refreshes once per request
+            req.extensions.insert(RefreshBudget::default());
             let start = tokio::time::Instant::now();
             let mut delays = schedule(&cfg);
             let max_attempts = cfg.max_attempts.max(1) + cfg.first_token_max_attempts.max(1) - 1;
@@ -194,7 +204,18 @@ where
                             _ => None,
                         };
                         let computed = delays.next_backoff_duration(cfg.max_delay);
-                        hint.map(|h| h.min(cfg.max_delay)).unwrap_or(computed)
+                        match hint {
+                            Some(h) if h > cfg.retry_after_cap => {
+                                tracing::info!(
+                                    attempt,
+                                    hint_ms = h.as_millis() as u64,
+                                    "the service asks for a longer wait than RETRY_AFTER_MAX_SECS; passing it to the client"
+                                );
+                                return Err(err);
+                            }
+                            Some(h) => h,
+                            None => computed,
+                        }
                     }
                     _ => return Err(err),
                 };
@@ -225,6 +246,19 @@ impl NextDuration for backoff::ExponentialBackoff {
     fn next_backoff_duration(&mut self, cap: Duration) -> Duration {
         use backoff::backoff::Backoff;
         self.next_backoff().unwrap_or(cap).min(cap)
+    }
+}
+
+/// Whether this request already forced a token refresh. The retry layer puts one into the
+/// request's extensions, so all its attempts (clones) share it: an invalid-token 403 refreshes
+/// at most once per client request, however many attempts the retry layer makes.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshBudget(Arc<std::sync::atomic::AtomicBool>);
+
+impl RefreshBudget {
+    /// True the first time only.
+    pub fn take(&self) -> bool {
+        !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -278,6 +312,11 @@ where
         let mut spare = self.inner.clone();
         let tokens = self.tokens.clone();
         Box::pin(async move {
+            let budget = req
+                .extensions
+                .get::<RefreshBudget>()
+                .cloned()
+                .unwrap_or_default();
             let token = tokens.access_token().await?;
             req.token = Some(token.token.clone());
             req.bearer_kind = tokens.bearer_kind();
@@ -293,7 +332,7 @@ where
                         s.message.clone(),
                     )))
                 }
-                Err(Error::Status(s)) if s.is_invalid_token() => {
+                Err(Error::Status(s)) if s.is_invalid_token() && budget.take() => {
                     tracing::info!("Kiro rejected the access token; refreshing once");
                     let fresh = tokens.force_refresh(&token).await?;
                     req.token = Some(fresh.token);
@@ -394,6 +433,86 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, Error::Status(s) if s.status == 400));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn with_hint(code: u16, body: &'static str, retry_after: &str) -> Error {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", retry_after.parse().unwrap());
+        Error::Status(Box::new(UpstreamStatus::from_parts(
+            StatusCode::from_u16(code).unwrap(),
+            &h,
+            Bytes::from_static(body.as_bytes()),
+        )))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_hint_is_waited_out_up_to_the_cap_and_no_longer() {
+        for (hint, cap, calls_expected, waited) in [
+            ("3", 10, 2, Some(Duration::from_secs(3))),
+            ("30", 10, 1, None),
+        ] {
+            let calls = Arc::new(AtomicU32::new(0));
+            let c = calls.clone();
+            let svc = tower::service_fn(move |_req: GenerateRequest| {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    if n == 0 {
+                        Err(with_hint(429, r#"{"message":"Rate exceeded"}"#, hint))
+                    } else {
+                        Ok(ok_response())
+                    }
+                }) as BoxFut<GenerateResponse>
+            });
+            let cfg = RetryConfig {
+                retry_after_cap: Duration::from_secs(cap),
+                ..Default::default()
+            };
+            let before = tokio::time::Instant::now();
+            let r = tower::ServiceExt::oneshot(
+                RetryLayer::new(cfg).layer(svc),
+                GenerateRequest::new(Bytes::new()),
+            )
+            .await;
+            assert_eq!(calls.load(Ordering::SeqCst), calls_expected, "hint {hint}");
+            match waited {
+                Some(w) => {
+                    assert!(r.is_ok());
+                    assert!(
+                        before.elapsed() >= w && before.elapsed() < w + Duration::from_millis(50)
+                    );
+                }
+                None => {
+                    let e = r.err().unwrap();
+                    assert!(
+                        matches!(&e, Error::Status(s) if s.retry_after == Some(Duration::from_secs(30)))
+                    );
+                    assert_eq!(crate::error::GatewayError::from(e).retry_after, Some(30));
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_monthly_quota_is_never_retried() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let svc = tower::service_fn(move |_req: GenerateRequest| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                Err(with_hint(
+                    429,
+                    r#"{"message":"quota","reason":"MONTHLY_REQUEST_COUNT"}"#,
+                    "1",
+                ))
+            }) as BoxFut<GenerateResponse>
+        });
+        let r = tower::ServiceExt::oneshot(
+            RetryLayer::new(RetryConfig::default()).layer(svc),
+            GenerateRequest::new(Bytes::new()),
+        )
+        .await;
+        assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 

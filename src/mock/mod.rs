@@ -121,6 +121,12 @@ pub enum Reply {
     Status { status: u16, body: String },
     /// A 200 event stream.
     Stream(Script),
+    /// An HTTP error with extra response headers (`x-amzn-ErrorType`, `Retry-After`, …).
+    StatusWithHeaders {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
 }
 
 impl Reply {
@@ -630,11 +636,28 @@ async fn generate(
     // service failing); a scripted stream is only used by a request the service would accept
     {
         let mut q = lock(&state.replies);
-        if let Some(Reply::Status { status, body }) = q.front() {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = body.clone();
+        let scripted = match q.front() {
+            Some(Reply::Status { status, body }) => Some((*status, Vec::new(), body.clone())),
+            Some(Reply::StatusWithHeaders {
+                status,
+                headers,
+                body,
+            }) => Some((*status, headers.clone(), body.clone())),
+            _ => None,
+        };
+        if let Some((status, headers, body)) = scripted {
             q.pop_front();
-            return full(status, body);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = full(status, body);
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    http::HeaderValue::from_str(&v),
+                ) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            return r;
         }
     }
     if !token_ok(state, token, headers) {
