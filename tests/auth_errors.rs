@@ -43,6 +43,7 @@ async fn gateway() -> Running {
 struct Got {
     status: StatusCode,
     retry_after: Option<String>,
+    should_retry: Option<String>,
     json: Value,
     raw: String,
 }
@@ -89,6 +90,9 @@ async fn call(r: &Running, d: Dialect, stream: bool) -> Got {
         status,
         retry_after: headers
             .get(http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned()),
+        should_retry: headers
+            .get("x-should-retry")
             .map(|v| v.to_str().unwrap().to_owned()),
         json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         raw: String::from_utf8_lossy(&bytes).into_owned(),
@@ -213,10 +217,15 @@ async fn a_used_up_monthly_quota_is_a_429_insufficient_quota_never_retried() {
             let (got, calls, refreshes) = counted(&r, d, stream).await;
             assert_eq!(got.status, 429, "{reply:?} {d:?} {stream}: {}", got.raw);
             let (kind, code) = got.error(d);
-            assert_eq!(kind, "rate_limit_error", "{}", got.raw);
             if d == Dialect::OpenAi {
+                // OpenAI's own shape for a used-up quota
+                assert_eq!(kind, "insufficient_quota", "{}", got.raw);
                 assert_eq!(code.as_deref(), Some("insufficient_quota"), "{}", got.raw);
+            } else {
+                assert_eq!(kind, "rate_limit_error", "{}", got.raw);
             }
+            // so the SDKs do not retry it on their own (non-stream: the status carries it)
+            assert_eq!(got.should_retry.as_deref(), Some("false"), "{}", got.raw);
             assert!(got.raw.contains("Monthly request limit"), "{}", got.raw);
             assert_eq!(got.retry_after, None, "waiting does not help");
             assert_eq!((calls, refreshes), (1, 0), "{reply:?} {d:?} {stream}");

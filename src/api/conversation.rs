@@ -378,11 +378,16 @@ pub fn to_kiro_traced(
     if !tools_off {
         for (i, t) in tools.iter().enumerate() {
             if !valid_tool_name(&t.name) {
-                return Err(GatewayError::invalid_request(format!(
-                    "tool name {:?} is not accepted by Kiro: names must be 1-64 characters of letters, digits, '_' and '-'",
-                    t.name
-                ))
-                .with_param(format!("tools[{i}].name")));
+                return Err(crate::api::preflight::Violation {
+                    message: None,
+                    field: format!("tools[{i}].name"),
+                    rule: "tool_name",
+                    detail: format!(
+                        "tool name {:?} must be 1-64 characters of letters, digits, '_' and '-'",
+                        t.name
+                    ),
+                }
+                .into_error());
             }
             if !t.schema.is_object() {
                 return Err(GatewayError::invalid_request(format!(

@@ -89,6 +89,12 @@ impl Dialect {
                 r.headers_mut().insert(http::header::RETRY_AFTER, v);
             }
         }
+        // a used-up quota does not come back by retrying: the OpenAI and Anthropic SDKs read
+        // this header and give up at once instead of retrying a 429
+        if e.code.as_deref() == Some("insufficient_quota") {
+            r.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         r.extensions_mut().insert(e.clone());
         r
     }

@@ -340,7 +340,11 @@ class Mock:
 def _mock_client(mock_url: str) -> Iterator[Mock]:
     m = Mock(mock_url)
     yield m
+    # every request the gateway sent during the session must have been well formed: the mock
+    # refuses (and records) what the service would refuse (spec 3.2)
+    rejected = m._http.get("/__mock/rejections").json()
     m.close()
+    assert rejected == [], f"the mock refused requests as the service would: {rejected}"
 
 
 @pytest.fixture

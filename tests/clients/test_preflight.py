@@ -692,3 +692,37 @@ def test_auto_trim_never_drops_the_last_message(trim_oc, trim_mock):
     assert e.value.code == "context_length_exceeded"
     assert_too_long_message(e.value.body["message"])
     assert_no_generate_call(trim_mock)
+
+
+# ---------------------------------------------------------------------------------------------
+# a used-up monthly quota: a 429 the SDKs do not retry (x-should-retry: false)
+# ---------------------------------------------------------------------------------------------
+
+QUOTA_BODY = '{"message":"You have reached the limit.","reason":"MONTHLY_REQUEST_COUNT"}'
+
+
+def test_openai_sdk_quota_is_insufficient_quota_and_not_retried(api_base, api_key, mock):
+    for _ in range(5):
+        mock.reply_status(402, QUOTA_BODY)
+    client = openai.OpenAI(base_url=api_base, api_key=api_key, max_retries=2)
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    client.close()
+    assert e.value.status_code == 429
+    assert e.value.code == "insufficient_quota"
+    assert e.value.body["type"] == "insufficient_quota"
+    assert e.value.response.headers.get("x-should-retry") == "false"
+    assert len(mock.chat_requests()) == 1, "neither the gateway nor the SDK retried"
+
+
+def test_anthropic_sdk_quota_is_rate_limit_error_and_not_retried(gateway_url, api_key, mock):
+    for _ in range(5):
+        mock.reply_status(402, QUOTA_BODY)
+    client = anthropic.Anthropic(base_url=gateway_url, api_key=api_key, max_retries=2)
+    with pytest.raises(anthropic.RateLimitError) as e:
+        client.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    client.close()
+    assert e.value.status_code == 429
+    assert e.value.body["error"]["type"] == "rate_limit_error"
+    assert "Monthly request limit" in e.value.body["error"]["message"]
+    assert len(mock.chat_requests()) == 1, "neither the gateway nor the SDK retried"

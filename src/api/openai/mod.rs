@@ -27,6 +27,12 @@ pub fn error_json(e: &GatewayError) -> Value {
             "api_error"
         }
     };
+    // OpenAI reports a used-up quota with type and code `insufficient_quota`
+    let kind = if e.code.as_deref() == Some("insufficient_quota") {
+        "insufficient_quota"
+    } else {
+        kind
+    };
     json!({"error": {"message": e.message, "type": kind, "param": e.param, "code": e.code}})
 }
 
