@@ -246,6 +246,8 @@ async fn a_crashed_lock_holder_does_not_wedge_and_a_hung_one_times_out() {
         &json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
     );
     let src = kiro_gateway::auth::CredentialSource::JsonFile { path: path.clone() };
+    // the gateway creates the lock file (private); flock(1) would create it with the umask's mode
+    drop(open_lock_file(&path).unwrap());
     // another process holds the lock (flock(1), the same advisory lock)
     // (-o: the `sleep` child does not inherit the locked descriptor, so killing flock(1)
     // really is the holder dying)

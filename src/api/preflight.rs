@@ -90,7 +90,7 @@ fn schema_problem(v: &Value) -> Option<&'static str> {
 /// Bare standard base64: only the alphabet, `=` padding at the end, length a multiple of 4.
 pub fn is_bare_base64(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.is_empty() || b.len() % 4 != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(4) {
         return false;
     }
     let body = s.trim_end_matches('=');
