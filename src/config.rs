@@ -119,6 +119,10 @@ pub struct Config {
     pub kiro_max_payload_bytes: usize,
     /// `AUTO_TRIM_PAYLOAD`: over the payload limit, drop the oldest turns instead of refusing
     pub auto_trim_payload: bool,
+    /// `RESPONSES_STORE_MAX`: Responses-API responses kept in memory (0: none)
+    pub responses_store_max: usize,
+    /// `RESPONSES_STORE_TTL_SECS`: how long a kept response stays
+    pub responses_store_ttl_secs: u64,
     /// `CORS_ALLOW_ORIGINS`: comma-separated origins; empty: CORS off
     pub cors_allow_origins: Vec<String>,
 
@@ -179,6 +183,8 @@ impl Default for Config {
             max_body_bytes: 32 * 1024 * 1024,
             kiro_max_payload_bytes: 600_000,
             auto_trim_payload: false,
+            responses_store_max: 1000,
+            responses_store_ttl_secs: 3600,
             cors_allow_origins: Vec::new(),
             worker_threads: 0,
             log_level: "info".into(),
@@ -235,6 +241,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAX_BODY_BYTES", "max_body_bytes"),
     ("KIRO_MAX_PAYLOAD_BYTES", "kiro_max_payload_bytes"),
     ("AUTO_TRIM_PAYLOAD", "auto_trim_payload"),
+    ("RESPONSES_STORE_MAX", "responses_store_max"),
+    ("RESPONSES_STORE_TTL_SECS", "responses_store_ttl_secs"),
     ("CORS_ALLOW_ORIGINS", "cors_allow_origins"),
     ("WORKER_THREADS", "worker_threads"),
     ("LOG_LEVEL", "log_level"),
@@ -352,6 +360,8 @@ impl Config {
             "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
             "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(name, v)?,
             "KIRO_MAX_PAYLOAD_BYTES" => self.kiro_max_payload_bytes = parse_num(name, v)?,
+            "RESPONSES_STORE_MAX" => self.responses_store_max = parse_num(name, v)?,
+            "RESPONSES_STORE_TTL_SECS" => self.responses_store_ttl_secs = parse_num(name, v)?,
             "AUTO_TRIM_PAYLOAD" => {
                 self.auto_trim_payload = matches!(
                     v.to_ascii_lowercase().as_str(),

@@ -248,6 +248,29 @@ impl From<kiro::Error> for GatewayError {
             .with_code("upstream_timeout"),
             E::Auth(a) => a.into(),
             E::Request(m) => Self::internal(m),
+            // a throttle or an overload reported inside the stream is that, not a broken stream
+            E::Event(kiro::events::EventError::Exception(ref x))
+                if x.kind.contains("Throttling") || x.kind == "throttlingError" =>
+            {
+                let mut g = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorKind::RateLimit,
+                    e.to_string(),
+                )
+                .with_code("rate_limited");
+                g.retry_after = x.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
+                g
+            }
+            E::Event(kiro::events::EventError::Exception(ref x))
+                if x.kind.contains("ServiceUnavailable") || x.kind == "serviceUnavailableError" =>
+            {
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorKind::Overloaded,
+                    e.to_string(),
+                )
+                .with_code("upstream_unavailable")
+            }
             E::Body(_) | E::Decode(_) | E::Event(_) | E::Truncated => {
                 let code = match &e {
                     E::Truncated => "upstream_truncated",

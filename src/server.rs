@@ -122,6 +122,10 @@ impl Gateway {
                 max_payload_bytes: raw.kiro_max_payload_bytes,
                 auto_trim_payload: raw.auto_trim_payload,
                 open_streams: Default::default(),
+                responses: Arc::new(crate::api::responses::ResponseStore::new(
+                    raw.responses_store_max,
+                    Duration::from_secs(raw.responses_store_ttl_secs),
+                )),
             },
             retry: RetryConfig {
                 max_attempts: raw.retry_max_attempts.max(1),
@@ -191,6 +195,8 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let chat = crate::layers::gateway_stack::<OpenAiChat>(&self.parts);
         let messages = crate::layers::gateway_stack::<AnthropicMessages>(&self.parts);
+        let responses =
+            crate::layers::gateway_stack::<crate::api::responses::OpenAiResponses>(&self.parts);
         let v1 = Router::new()
             .route("/v1/models", get(list_models))
             .route("/v1/models/{*id}", get(get_model))
@@ -202,6 +208,16 @@ impl Gateway {
                 "/v1/messages",
                 post_service(messages).fallback(method_not_allowed),
             )
+            .route(
+                "/v1/responses",
+                post_service(
+                    tower::ServiceBuilder::new()
+                        .layer(axum::middleware::from_fn(refuse_websocket))
+                        .service(responses),
+                )
+                .fallback(method_not_allowed),
+            )
+            .route("/v1/responses/{id}", get(get_response))
             .route(
                 "/v1/messages/count_tokens",
                 axum::routing::post(count_tokens).fallback(method_not_allowed),
@@ -443,6 +459,33 @@ async fn get_model(
             &GatewayError::not_found(format!("The model {id:?} does not exist"))
                 .with_code("model_not_found"),
         ),
+    }
+}
+
+/// Codex tries a WebSocket first when told to; 426 makes it fall back to HTTP at once.
+async fn refuse_websocket(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    let upgrade = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        let mut e = GatewayError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            crate::error::ErrorKind::InvalidRequest,
+            "this gateway answers the Responses API over HTTP (server-sent events), not WebSocket",
+        );
+        e.code = Some("websocket_not_supported".into());
+        return Dialect::OpenAi.error_response(&e);
+    }
+    next.run(req).await
+}
+
+/// `GET /v1/responses/{id}`: a kept response.
+async fn get_response(State(gw): State<Gateway>, Path(id): Path<String>) -> Response<Body> {
+    match crate::api::responses::retrieve(&gw.parts.translate.responses, &id) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => Dialect::OpenAi.error_response(&e),
     }
 }
 

@@ -97,10 +97,14 @@ fn mask(mut v: Value) -> Value {
         match v {
             Value::Object(m) => {
                 for (k, x) in m.iter_mut() {
-                    if (k == "id"
-                        && x.as_str()
-                            .is_some_and(|s| s.starts_with("msg_") || s.starts_with("chatcmpl-")))
+                    let generated = |s: &str| {
+                        ["msg_", "chatcmpl-", "resp_", "fc_", "rs_", "ctc_"]
+                            .iter()
+                            .any(|p| s.starts_with(p))
+                    };
+                    if ((k == "id" || k == "item_id") && x.as_str().is_some_and(generated))
                         || k == "created"
+                        || k == "created_at"
                     {
                         *x = json!("<masked>");
                     } else {
@@ -185,6 +189,25 @@ async fn openai_transcripts_match_the_golden_files() {
         let (status, _, bytes) = r.chat(body).await;
         assert_eq!(status, 200);
         check(&format!("openai_{name}"), parse_sse(&bytes));
+    }
+}
+
+#[tokio::test]
+async fn responses_transcripts_match_the_golden_files() {
+    for (name, script) in scripts() {
+        if !["text", "thinking", "tool_use", "error_mid_stream"].contains(&name) {
+            continue;
+        }
+        let r = runner(name).await;
+        r.mock.push_reply(Reply::Stream(script));
+        let body = json!({"model": "claude-sonnet-4-5", "stream": true, "input": "Go",
+            "tools": [{"type": "function", "name": "write_file", "description": "Write a file",
+                       "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}]});
+        let (status, _, bytes) = r
+            .send(r.req("POST", "/v1/responses", body.to_string()))
+            .await;
+        assert_eq!(status, 200);
+        check(&format!("responses_{name}"), parse_sse(&bytes));
     }
 }
 

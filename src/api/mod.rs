@@ -7,6 +7,7 @@ pub mod conversation;
 pub mod jsonsplit;
 pub mod openai;
 pub mod preflight;
+pub mod responses;
 pub mod thinking;
 pub mod usage;
 
@@ -264,7 +265,7 @@ pub trait Encoder: Send + 'static {
     /// looks like success).
     fn on_error(&mut self, err: GatewayError, out: &mut Vec<Bytes>);
     /// Bytes that keep an idle connection open (an SSE comment by default).
-    fn keepalive(&self) -> Option<Bytes> {
+    fn keepalive(&mut self) -> Option<Bytes> {
         Some(Bytes::from_static(b": keep-alive\n\n"))
     }
 }

@@ -420,7 +420,8 @@ where
         let Some(handle) = this.handle.take() else {
             return Poll::Ready(Ok(resp));
         };
-        if !resp.status().is_success() {
+        // (a Responses stream can report a failure as a 200 with `response.failed`)
+        if !resp.status().is_success() || resp.extensions().get::<GatewayError>().is_some() {
             let msg = resp
                 .extensions()
                 .get::<GatewayError>()

@@ -21,6 +21,12 @@ pub trait ModelRequest {
     fn model(&self) -> &str;
 }
 
+impl ModelRequest for crate::api::responses::ResponsesRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
 impl ModelRequest for crate::api::anthropic::MessagesRequest {
     fn model(&self) -> &str {
         &self.model

@@ -41,6 +41,15 @@ pub trait DialectApi: Send + Sync + 'static {
 
     fn model(req: &Self::Request) -> &str;
     fn is_stream(req: &Self::Request) -> bool;
+    /// Give the request what it needs of the layer's settings before it is converted (the
+    /// Responses dialect takes its store); nothing by default.
+    fn bind(_req: &mut Self::Request, _cfg: &TranslateConfig) {}
+    /// A failure before the answer started, in the dialect's own terms when it has a better
+    /// form than an HTTP error (the Responses stream's `response.failed`); `None`: the error
+    /// response.
+    fn failure(_req: &Self::Request, _err: &GatewayError) -> Option<Response<Body>> {
+        None
+    }
     fn conversation(req: &Self::Request) -> Result<Conversation, GatewayError>;
     /// The reasoning this request asks for: `Some` to ask the model to reason, `None` for no
     /// reasoning; a request that does not say gets the configured default.
@@ -74,6 +83,8 @@ pub struct TranslateConfig {
     pub auto_trim_payload: bool,
     /// Stream bodies alive.
     pub open_streams: crate::api::StreamGauge,
+    /// Finished Responses-API responses, for `previous_response_id` and `GET`.
+    pub responses: Arc<crate::api::responses::ResponseStore>,
 }
 
 /// See the module docs.
@@ -336,7 +347,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let cfg = self.cfg.clone();
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
+            let (parts, mut body) = req.into_parts();
+            D::bind(&mut body, &cfg);
             let resolved = parts
                 .extensions
                 .get::<ResolvedModel>()
@@ -345,7 +357,11 @@ where
             let capture = parts.extensions.get::<CaptureHandle>().cloned();
             let prepared = match prepare::<D>(&body, &resolved, &cfg) {
                 Ok(x) => x,
-                Err(e) => return Ok(D::DIALECT.error_response(&e)),
+                Err(e) => {
+                    return Ok(
+                        D::failure(&body, &e).unwrap_or_else(|| D::DIALECT.error_response(&e))
+                    )
+                }
             };
             let (bytes, estimate) = (prepared.body.clone(), prepared.prompt_estimate);
             if let Some(c) = &capture {
@@ -375,7 +391,10 @@ where
                     if let Some(c) = &capture {
                         c.log(&format!("upstream failed: {e}"));
                     }
-                    return Ok(D::DIALECT.error_response(&GatewayError::from(e)));
+                    let e = GatewayError::from(e);
+                    return Ok(
+                        D::failure(&body, &e).unwrap_or_else(|| D::DIALECT.error_response(&e))
+                    );
                 }
             };
             let events = match capture {

@@ -271,7 +271,7 @@ impl Encoder for MessagesEncoder {
         ));
     }
 
-    fn keepalive(&self) -> Option<Bytes> {
+    fn keepalive(&mut self) -> Option<Bytes> {
         Some(sse_event("ping", &json!({"type": "ping"})))
     }
 }
