@@ -86,15 +86,22 @@ pub struct Stored {
     pub response: Value,
     pub items: Arc<Vec<Value>>,
     at: Instant,
+    /// serialised size, for the byte budget
+    bytes: usize,
 }
 
+/// Bytes of kept responses (their conversations included) at most, whatever their count.
+pub const STORE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// Finished responses, bounded in count and age (`RESPONSES_STORE_MAX`,
-/// `RESPONSES_STORE_TTL_SECS`); the oldest goes first. In memory only.
+/// `RESPONSES_STORE_TTL_SECS`) and in bytes ([`STORE_MAX_BYTES`]); the oldest goes first. In
+/// memory only.
 #[derive(Debug)]
 pub struct ResponseStore {
     max: usize,
     ttl: Duration,
     inner: Mutex<(HashMap<String, Stored>, VecDeque<String>)>,
+    bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for ResponseStore {
@@ -109,6 +116,7 @@ impl ResponseStore {
             max,
             ttl,
             inner: Mutex::new((HashMap::new(), VecDeque::new())),
+            bytes: Default::default(),
         }
     }
 
@@ -119,19 +127,25 @@ impl ResponseStore {
     }
 
     pub fn put(&self, id: String, response: Value, items: Vec<Value>) {
-        if self.max == 0 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size =
+            response.to_string().len() + items.iter().map(|i| i.to_string().len()).sum::<usize>();
+        if self.max == 0 || size > STORE_MAX_BYTES {
             return;
         }
         let mut g = self.lock();
         let (map, order) = &mut *g;
-        while map.len() >= self.max {
+        while map.len() >= self.max || self.bytes.load(Relaxed) + size > STORE_MAX_BYTES {
             match order.pop_front() {
                 Some(old) => {
-                    map.remove(&old);
+                    if let Some(s) = map.remove(&old) {
+                        self.bytes.fetch_sub(s.bytes, Relaxed);
+                    }
                 }
                 None => break,
             }
         }
+        self.bytes.fetch_add(size, Relaxed);
         order.push_back(id.clone());
         map.insert(
             id,
@@ -139,6 +153,7 @@ impl ResponseStore {
                 response,
                 items: Arc::new(items),
                 at: Instant::now(),
+                bytes: size,
             },
         );
     }
@@ -148,7 +163,10 @@ impl ResponseStore {
         let (map, order) = &mut *g;
         let stale = map.get(id).is_some_and(|s| s.at.elapsed() > self.ttl);
         if stale {
-            map.remove(id);
+            if let Some(s) = map.remove(id) {
+                self.bytes
+                    .fetch_sub(s.bytes, std::sync::atomic::Ordering::Relaxed);
+            }
             order.retain(|x| x != id);
             return None;
         }
