@@ -210,12 +210,10 @@ impl Gateway {
             )
             .route(
                 "/v1/responses",
-                post_service(
-                    tower::ServiceBuilder::new()
-                        .layer(axum::middleware::from_fn(refuse_websocket))
-                        .service(responses),
-                )
-                .fallback(method_not_allowed),
+                post_service(responses)
+                    .fallback(method_not_allowed)
+                    // WebSocket handshakes are GETs: refused with 426 before method routing
+                    .layer(axum::middleware::from_fn(refuse_websocket)),
             )
             .route("/v1/responses/{id}", get(get_response))
             .route(

@@ -476,13 +476,15 @@ async fn errors_are_openai_shaped() {
         serde_json::from_slice::<Value>(&b).unwrap()["error"]["type"],
         "authentication_error"
     );
-    let mut req = r.req("POST", "/v1/responses", "{}");
-    req.headers_mut()
-        .insert("upgrade", "websocket".parse().unwrap());
-    req.headers_mut()
-        .insert("connection", "upgrade".parse().unwrap());
-    let (s, _, _) = r.send(req).await;
-    assert_eq!(s, 426);
+    for method in ["POST", "GET"] {
+        let mut req = r.req(method, "/v1/responses", "");
+        let h = req.headers_mut();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("connection", "upgrade".parse().unwrap());
+        h.insert("sec-websocket-version", "13".parse().unwrap());
+        let (s, _, _) = r.send(req).await;
+        assert_eq!(s, 426, "{method}");
+    }
     assert_eq!(r.mock.generate_calls(), 0);
 }
 
