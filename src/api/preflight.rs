@@ -505,8 +505,30 @@ mod tests {
             ),
         ];
         for (rule, r) in cases {
-            let found = rules(&r);
-            assert!(found.contains(&rule), "{rule}: found {found:?}");
+            let text = match rule {
+                "alternation" => "user turn",
+                "empty_content" => "content is empty",
+                "tool_results_without_tools" => "need the tool definitions",
+                "orphan_tool_result" => "answers no tool call of the preceding assistant turn",
+                "duplicate_tool_result" => "is answered twice",
+                "unanswered_tool_use" => "has no result here",
+                "undefined_tool" => "is called here but not defined in tools",
+                "tool_input" => "is not a JSON object",
+                "tool_name" => "must be 1-64 characters",
+                "tool_description" => "Kiro takes 1 to 10000",
+                "tool_schema" => "contains additionalProperties",
+                "image_format" => "is not png, jpeg, gif or webp",
+                "image_base64" => "is not valid base64",
+                other => panic!("no expected text for {other}"),
+            };
+            let found = violations(&r, &[Some(0), Some(1), Some(2), Some(3)]);
+            let v = found
+                .iter()
+                .find(|v| v.rule == rule)
+                .unwrap_or_else(|| panic!("{rule}: found {found:?}"));
+            let msg = v.clone().into_error().message;
+            assert!(msg.contains(text), "{rule}: {msg}");
+            assert!(msg.contains(&format!("[rule: {rule}]")), "{msg}");
         }
         let mut r = req(json!([]), current(json!({})));
         r.conversation_state.chat_trigger_type = "AUTO".into();
