@@ -1,6 +1,8 @@
 //! The whole layer stack (key check, body parse, capture off, model resolution, translation,
 //! retry, token) over an in-process upstream that answers with real event-stream bytes: no
-//! sockets, so the figures are the gateway's own cost per request, non-stream and stream.
+//! sockets, so the figures are the gateway's own cost per request, non-stream and stream; each
+//! once without the `MetricsLayer` and once with it (`.../metrics`), to show what recording
+//! costs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // bench code
 
@@ -65,27 +67,38 @@ fn bench(c: &mut Criterion) {
                 })
             }
         });
-        let svc = gateway_stack_over::<OpenAiChat, _>(&gw.parts, upstream);
         let body = serde_json::json!({"model": "claude-sonnet-4-5", "stream": stream,
             "messages": [{"role": "user", "content": "Hello there"}]})
         .to_string();
         let mut g = c.benchmark_group("stack");
         g.throughput(Throughput::Elements(1));
-        g.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| {
-                let mut svc = svc.clone();
-                let req = http::Request::post("/v1/chat/completions")
-                    .header("authorization", "Bearer k")
-                    .header("content-type", "application/json")
-                    .body(Body::from(body.clone()))
-                    .unwrap();
-                async move {
-                    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
-                    assert_eq!(resp.status(), 200);
-                    resp.into_body().collect().await.unwrap().to_bytes().len()
-                }
-            })
-        });
+        for with_metrics in [false, true] {
+            let mut parts = gw.parts.clone();
+            if !with_metrics {
+                parts.metrics = None;
+            }
+            let svc = gateway_stack_over::<OpenAiChat, _>(&parts, upstream.clone());
+            let id = if with_metrics {
+                format!("{name}/metrics")
+            } else {
+                name.to_owned()
+            };
+            g.bench_function(id, |b| {
+                b.to_async(&rt).iter(|| {
+                    let mut svc = svc.clone();
+                    let req = http::Request::post("/v1/chat/completions")
+                        .header("authorization", "Bearer k")
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.clone()))
+                        .unwrap();
+                    async move {
+                        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+                        assert_eq!(resp.status(), 200);
+                        resp.into_body().collect().await.unwrap().to_bytes().len()
+                    }
+                })
+            });
+        }
         g.finish();
     }
 }

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::auth::{CredentialSettings, ProfileArnPolicy};
-use crate::layers::DebugMode;
+use crate::layers::{ClientKey, DebugMode};
 use crate::Secret;
 
 /// A configuration problem, worded for the user.
@@ -26,6 +27,21 @@ pub enum ConfigError {
     Invalid { name: String, detail: String },
 }
 
+/// One `[[api_keys]]` table: a named client key, given as `key` or as `sha256` (the hex
+/// SHA-256 of the key, so config.toml need not hold it), with an optional rate limit.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeyConfig {
+    pub name: String,
+    #[serde(default)]
+    pub key: Option<Secret>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Requests a minute this key may make (absent: no limit); past it: 429 with Retry-After.
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+}
+
 /// All settings, as `config.toml` spells them.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +52,14 @@ pub struct Config {
     pub port: u16,
     /// `PROXY_API_KEY`: the key clients must send. Empty: no check (loopback only).
     pub proxy_api_key: String,
+    /// `[[api_keys]]`: more client keys, each with a name (metrics, logs) and an optional rate
+    /// limit.
+    pub api_keys: Vec<ClientKeyConfig>,
+    /// `METRICS_API_KEY`: the bearer `/metrics` requires (empty: none; then `/metrics` is open
+    /// on a loopback bind and off on any other unless `metrics_public`).
+    pub metrics_api_key: Option<Secret>,
+    /// `METRICS_PUBLIC`: serve `/metrics` without a key on a non-loopback bind.
+    pub metrics_public: bool,
 
     /// `KIRO_CREDS_FILE`
     pub kiro_creds_file: Option<PathBuf>,
@@ -146,6 +170,9 @@ impl Default for Config {
             host: "127.0.0.1".into(),
             port: 8000,
             proxy_api_key: String::new(),
+            api_keys: Vec::new(),
+            metrics_api_key: None,
+            metrics_public: false,
             kiro_creds_file: None,
             refresh_token: None,
             profile_arn: None,
@@ -201,6 +228,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SERVER_HOST", "host"),
     ("SERVER_PORT", "port"),
     ("PROXY_API_KEY", "proxy_api_key"),
+    ("METRICS_API_KEY", "metrics_api_key"),
+    ("METRICS_PUBLIC", "metrics_public"),
     ("KIRO_CREDS_FILE", "kiro_creds_file"),
     ("REFRESH_TOKEN", "refresh_token"),
     ("PROFILE_ARN", "profile_arn"),
@@ -326,6 +355,8 @@ impl Config {
             "SERVER_HOST" => self.host = v.to_owned(),
             "SERVER_PORT" => self.port = parse_num(name, v)?,
             "PROXY_API_KEY" => self.proxy_api_key = v.to_owned(),
+            "METRICS_API_KEY" => self.metrics_api_key = opt(v).map(Secret::new),
+            "METRICS_PUBLIC" => self.metrics_public = truthy(v),
             "KIRO_CREDS_FILE" => self.kiro_creds_file = opt(v).map(PathBuf::from),
             "REFRESH_TOKEN" => self.refresh_token = opt(v),
             "PROFILE_ARN" => self.profile_arn = opt(v),
@@ -428,6 +459,45 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `PROXY_API_KEY` (named `default`) and the `[[api_keys]]` tables, checked: names
+    /// unique and not empty, exactly one of `key` and `sha256`, a limit above 0.
+    fn client_keys(&self) -> Result<Vec<ClientKey>, ConfigError> {
+        let mut keys = Vec::new();
+        if !self.proxy_api_key.is_empty() {
+            keys.push(ClientKey::new(
+                crate::layers::auth::DEFAULT_CLIENT,
+                &self.proxy_api_key,
+            ));
+        }
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let at = format!("api_keys[{i}]");
+            let name = k.name.trim();
+            if name.is_empty() {
+                return Err(invalid(&at, "needs a name"));
+            }
+            if keys.iter().any(|c: &ClientKey| c.name() == name) {
+                return Err(invalid(
+                    &at,
+                    format!("the name {name:?} is used twice (PROXY_API_KEY is named \"default\")"),
+                ));
+            }
+            let key = match (&k.key, &k.sha256) {
+                (Some(key), None) if !key.expose().is_empty() => ClientKey::new(name, key.expose()),
+                (None, Some(hex)) => {
+                    ClientKey::from_sha256(name, hex).map_err(|e| invalid(&at, e))?
+                }
+                _ => return Err(invalid(&at, "needs exactly one of key and sha256")),
+            };
+            let key = match k.rate_limit_per_minute {
+                Some(0) => return Err(invalid(&at, "rate_limit_per_minute must be above 0")),
+                Some(n) => key.with_rate_limit_per_minute(n),
+                None => key,
+            };
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
     /// Check values and derive what the rest of the code takes.
     pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
         let host: std::net::IpAddr = match self.host.as_str() {
@@ -436,11 +506,12 @@ impl Config {
                 .parse()
                 .map_err(|e| invalid("SERVER_HOST", format!("{h:?} is not an IP address ({e})")))?,
         };
-        if !host.is_loopback() && self.proxy_api_key.is_empty() {
+        let client_keys = self.client_keys()?;
+        if !host.is_loopback() && client_keys.is_empty() {
             return Err(invalid(
                 "PROXY_API_KEY",
                 format!(
-                    "refusing to listen on {host} without an API key: anyone who can reach it could use your Kiro account. Set PROXY_API_KEY, or listen on 127.0.0.1"
+                    "refusing to listen on {host} without an API key: anyone who can reach it could use your Kiro account. Set PROXY_API_KEY (or [[api_keys]] in config.toml), or listen on 127.0.0.1"
                 ),
             ));
         }
@@ -514,8 +585,17 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(invalid("MAX_BODY_BYTES", "must be greater than 0"));
         }
+        let metrics_access = match &self.metrics_api_key {
+            Some(k) if !k.expose().is_empty() => {
+                MetricsAccess::Key(Sha256::digest(k.expose().as_bytes()).into())
+            }
+            _ if host.is_loopback() || self.metrics_public => MetricsAccess::Open,
+            _ => MetricsAccess::Off,
+        };
         Ok(ValidConfig {
             addr: std::net::SocketAddr::new(host, self.port),
+            client_keys,
+            metrics_access,
             raw: self.clone(),
             api_protocol,
             profile_arn_policy,
@@ -529,10 +609,34 @@ impl Config {
     }
 }
 
+/// Who may read `/metrics`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone who can reach the gateway (a loopback bind, or `metrics_public`).
+    Open,
+    /// Only with `Authorization: Bearer <METRICS_API_KEY>` (the key's SHA-256).
+    Key([u8; 32]),
+    /// Nobody (a non-loopback bind without `METRICS_API_KEY` or `metrics_public`).
+    Off,
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetricsAccess::Open => "Open",
+            MetricsAccess::Key(_) => "Key(***)",
+            MetricsAccess::Off => "Off",
+        })
+    }
+}
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
     pub addr: std::net::SocketAddr,
+    /// `PROXY_API_KEY` and `[[api_keys]]`.
+    pub client_keys: Vec<ClientKey>,
+    pub metrics_access: MetricsAccess,
     pub raw: Config,
     pub api_protocol: crate::kiro::ApiProtocol,
     pub profile_arn_policy: ProfileArnPolicy,

@@ -115,6 +115,13 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
             .clone()
             .refresh_models_periodically(shutdown.clone()),
     );
+    // folds histogram samples into buckets when nothing scrapes /metrics; awaited below
+    let upkeep = tokio::spawn(
+        gateway
+            .metrics
+            .clone()
+            .upkeep_every(std::time::Duration::from_secs(5), shutdown.clone()),
+    );
     let signal = shutdown.clone();
     // turns Ctrl-C / SIGTERM into the shutdown token; ends with the process
     tokio::spawn(async move {
@@ -150,6 +157,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
     .await?;
     shutdown.cancel();
     let _ = refresher.await;
+    let _ = upkeep.await;
     Ok(())
 }
 

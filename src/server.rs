@@ -26,13 +26,15 @@ use crate::api::anthropic::AnthropicMessages;
 use crate::api::openai::OpenAiChat;
 use crate::api::{Body, Dialect};
 use crate::auth::{ProfileArnPolicy, TokenConfig, TokenManager};
-use crate::config::ValidConfig;
+use crate::config::{MetricsAccess, ValidConfig};
 use crate::error::GatewayError;
 use crate::kiro::{
     self, ApiProtocol, BearerKind, HttpConfig, KiroClient, KiroClientConfig, KiroHeaders,
     UpstreamHttp,
 };
-use crate::layers::{ApiKeyLayer, CaptureConfig, RetryConfig, StackParts, TranslateConfig};
+use crate::layers::{
+    ApiKeyLayer, CaptureConfig, Metrics, RetryConfig, StackParts, TranslateConfig,
+};
 use crate::models::ModelCatalog;
 
 /// Everything a running gateway shares between requests.
@@ -42,6 +44,10 @@ pub struct Gateway {
     pub started: SystemTime,
     /// `CORS_ALLOW_ORIGINS` (empty: CORS off).
     pub cors_origins: Vec<String>,
+    /// What `/metrics` shows (the routes record into it through `parts.metrics`).
+    pub metrics: Metrics,
+    /// Who may read `/metrics` (`METRICS_API_KEY`, `metrics_public`, the bind address).
+    pub metrics_access: MetricsAccess,
 }
 
 impl Gateway {
@@ -96,8 +102,10 @@ impl Gateway {
         client_cfg.idle_timeout = crate::config::secs(raw.streaming_read_timeout, 0.05);
         client_cfg.headers = headers;
         let client = KiroClient::new(http, client_cfg);
+        let metrics = Metrics::new();
         let parts = StackParts {
-            api_keys: ApiKeyLayer::new([raw.proxy_api_key.as_str()]),
+            metrics: Some(metrics.clone()),
+            api_keys: ApiKeyLayer::with_clients(cfg.client_keys.iter().cloned()),
             body_limit: raw.max_body_bytes,
             capture: CaptureConfig {
                 mode: cfg.debug_mode,
@@ -143,6 +151,8 @@ impl Gateway {
             parts,
             started: SystemTime::now(),
             cors_origins: raw.cors_allow_origins.clone(),
+            metrics,
+            metrics_access: cfg.metrics_access.clone(),
         })
     }
 
@@ -197,33 +207,39 @@ impl Gateway {
         let messages = crate::layers::gateway_stack::<AnthropicMessages>(&self.parts);
         let responses =
             crate::layers::gateway_stack::<crate::api::responses::OpenAiResponses>(&self.parts);
+        // the chat routes check the key inside their stack (below the metrics layer, so
+        // refused requests are counted too); the other /v1 routes through `route_layer`
+        let keyed_405 = || {
+            tower_layer::Layer::layer(&self.parts.api_keys, tower::service_fn(method_not_allowed))
+        };
         let v1 = Router::new()
             .route("/v1/models", get(list_models))
             .route("/v1/models/{*id}", get(get_model))
-            .route(
-                "/v1/chat/completions",
-                post_service(chat).fallback(method_not_allowed),
-            )
-            .route(
-                "/v1/messages",
-                post_service(messages).fallback(method_not_allowed),
-            )
-            .route(
-                "/v1/responses",
-                post_service(responses)
-                    .fallback(method_not_allowed)
-                    // WebSocket handshakes are GETs: refused with 426 before method routing
-                    .layer(axum::middleware::from_fn(refuse_websocket)),
-            )
             .route("/v1/responses/{id}", get(get_response))
             .route(
                 "/v1/messages/count_tokens",
                 axum::routing::post(count_tokens).fallback(method_not_allowed),
             )
-            .route_layer(self.parts.api_keys.clone());
+            .route_layer(self.parts.api_keys.clone())
+            .route(
+                "/v1/chat/completions",
+                post_service(chat).fallback_service(keyed_405()),
+            )
+            .route(
+                "/v1/messages",
+                post_service(messages).fallback_service(keyed_405()),
+            )
+            .route(
+                "/v1/responses",
+                post_service(responses)
+                    .fallback_service(keyed_405())
+                    // WebSocket handshakes are GETs: refused with 426 before method routing
+                    .layer(axum::middleware::from_fn(refuse_websocket)),
+            );
         let router = Router::new()
             .route("/", get(root))
             .route("/health", get(health))
+            .route("/metrics", get(metrics_text))
             .merge(v1)
             // unknown routes say 404 only to a client with the key: without it nothing but
             // `/` and `/health` answers anything but 401
@@ -353,6 +369,50 @@ async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
             "age_secs": catalog.age().map(|a| a.as_secs()),
         },
     }))
+}
+
+/// `GET /metrics`: the Prometheus text, for whoever [`MetricsAccess`] lets in.
+async fn metrics_text(State(gw): State<Gateway>, headers: http::HeaderMap) -> Response<Body> {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    match &gw.metrics_access {
+        MetricsAccess::Open => {}
+        MetricsAccess::Key(digest) => {
+            let presented = headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
+                .filter(|b| b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer "))
+                .map(|b| b[7..].trim_ascii())
+                .unwrap_or_default();
+            let got: [u8; 32] = Sha256::digest(presented).into();
+            if !bool::from(got.ct_eq(digest)) {
+                return Dialect::OpenAi.error_response(&GatewayError::unauthorized(
+                    "/metrics needs Authorization: Bearer <METRICS_API_KEY>",
+                ));
+            }
+        }
+        MetricsAccess::Off => {
+            let mut e = GatewayError::new(
+                StatusCode::FORBIDDEN,
+                crate::error::ErrorKind::Permission,
+                "/metrics is off on a non-loopback address: set METRICS_API_KEY (then send it as a bearer) or metrics_public = true",
+            );
+            e.code = Some("metrics_disabled".into());
+            return Dialect::OpenAi.error_response(&e);
+        }
+    }
+    let tokens = &gw.parts.tokens;
+    gw.metrics.set_refreshes(
+        crate::layers::metrics::DEFAULT_ACCOUNT,
+        tokens.refresh_count(),
+        tokens.refresh_failure_count(),
+    );
+    let mut r = Response::new(Body::from(gw.metrics.render()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// `context_length` / `max_output_tokens` from the catalogue, when it reports them.

@@ -36,6 +36,14 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// `openai` or `anthropic` (the `dialect` label of the metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+
     /// The dialect of a path when no route marked the request.
     pub fn from_path(path: &str) -> Dialect {
         if path.contains("/messages") {

@@ -106,6 +106,25 @@ impl Usage {
     }
 }
 
+/// A slot the final usage of an answer is written into, for whoever reads it after the answer
+/// (the metrics layer); cheap to clone, shared by the clones.
+#[derive(Debug, Clone, Default)]
+pub struct UsageReport(std::sync::Arc<std::sync::Mutex<Option<Usage>>>);
+
+impl UsageReport {
+    /// Keep `u` (the last one set wins: an encoder computes the final figures last).
+    pub fn set(&self, u: Usage) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(u);
+        }
+    }
+
+    /// The figures set, once.
+    pub fn take(&self) -> Option<Usage> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
 /// Accumulates what an answer's events say about usage.
 #[derive(Debug, Clone, Default)]
 pub struct UsageTracker {
@@ -119,6 +138,7 @@ pub struct UsageTracker {
     credits: Option<f64>,
     service: Option<crate::kiro::TokenUsage>,
     stop_reason: Option<String>,
+    report: Option<UsageReport>,
 }
 
 impl UsageTracker {
@@ -179,7 +199,22 @@ impl UsageTracker {
         self.stop_reason.as_deref()
     }
 
+    /// Write every computed [`Usage`] into `report` too (the last one is the answer's final
+    /// figure).
+    pub fn report_to(&mut self, report: UsageReport) {
+        self.report = Some(report);
+    }
+
+    /// The figures so far (at the end of the answer: its final usage).
     pub fn usage(&self) -> Usage {
+        let u = self.compute();
+        if let Some(r) = &self.report {
+            r.set(u);
+        }
+        u
+    }
+
+    fn compute(&self) -> Usage {
         let estimated_completion = self.completion.tokens() + self.reasoning.tokens();
         if let Some(s) = self.service {
             let cache_read = s.cache_read_input_tokens;

@@ -131,6 +131,8 @@ struct Inner {
     headers: KiroHeaders,
     cfg: TokenConfig,
     refreshes: AtomicU64,
+    /// Refreshes that failed (transport, refusal, bad answer).
+    refresh_failures: AtomicU64,
 }
 
 /// See the module docs. Cheap to clone.
@@ -216,6 +218,7 @@ impl TokenManager {
                 headers,
                 cfg,
                 refreshes: AtomicU64::new(0),
+                refresh_failures: AtomicU64::new(0),
             }),
         })
     }
@@ -269,6 +272,11 @@ impl TokenManager {
     /// Refreshes performed by this manager since it started.
     pub fn refresh_count(&self) -> u64 {
         self.inner.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Refreshes attempted that failed.
+    pub fn refresh_failure_count(&self) -> u64 {
+        self.inner.refresh_failures.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> TokenStatus {
@@ -543,6 +551,16 @@ impl TokenManager {
     /// One call to the auth service. On success the new token is in the state and the
     /// rotation to write back is returned with it (and whether the refresh token changed).
     async fn refresh_now(&self) -> Result<(AccessToken, Rotation, bool), AuthError> {
+        let started = self.refresh_count();
+        let result = self.refresh_once().await;
+        // a failure counts only when a refresh request was actually made
+        if result.is_err() && self.refresh_count() != started {
+            self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn refresh_once(&self) -> Result<(AccessToken, Rotation, bool), AuthError> {
         let inner = &self.inner;
         let source = inner.source.describe();
         let refresh = self.lock_state().refresh.clone();

@@ -3,6 +3,13 @@
 //! mounted on. Keys are compared in constant time (over SHA-256 digests, so not even the length
 //! leaks), before any body is read. A failure is a 401 in the request's dialect.
 //!
+//! Keys have names ([`ClientKey`]; `PROXY_API_KEY` is [`DEFAULT_CLIENT`], the `[[api_keys]]`
+//! tables of `config.toml` name theirs): the matched key's name goes into the request
+//! extensions ([`ClientName`]), the metrics record (the `client` label) and a `client` span
+//! around the rest of the request, never the key itself. A key may carry a rate limit
+//! (`rate_limit_per_minute`); past it the answer is a 429 in the request's dialect with
+//! `Retry-After`, and nothing is sent upstream.
+//!
 //! With no key configured the layer lets everything through (the server refuses to bind a
 //! non-loopback address in that case).
 //!
@@ -25,36 +32,157 @@
 //! # }
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::future::ResponseFuture;
+use super::metrics::RequestRecord;
 use crate::api::{Body, Dialect};
-use crate::error::GatewayError;
+use crate::error::{ErrorKind, GatewayError};
+
+/// The name `PROXY_API_KEY` (and keys given to [`ApiKeyLayer::new`]) go by.
+pub const DEFAULT_CLIENT: &str = "default";
+
+/// A client key: a name (for metrics and logs) and the SHA-256 digest of the key, with an
+/// optional rate limit.
+#[derive(Clone)]
+pub struct ClientKey {
+    name: Arc<str>,
+    digest: [u8; 32],
+    rate_limit_per_minute: Option<u32>,
+}
+
+impl std::fmt::Debug for ClientKey {
+    /// The name and the limit; never the digest.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("name", &self.name)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientKey {
+    /// A key given in clear text.
+    pub fn new(name: impl Into<Arc<str>>, key: &str) -> Self {
+        ClientKey {
+            name: name.into(),
+            digest: Sha256::digest(key.as_bytes()).into(),
+            rate_limit_per_minute: None,
+        }
+    }
+
+    /// A key given as the hex SHA-256 of its text (64 hex digits, any case).
+    pub fn from_sha256(name: impl Into<Arc<str>>, hex: &str) -> Result<Self, String> {
+        let hex = hex.trim();
+        if hex.len() != 64 {
+            return Err(format!(
+                "sha256 must be 64 hex digits, not {} characters",
+                hex.len()
+            ));
+        }
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| "sha256 must be 64 hex digits".to_owned())?;
+        }
+        Ok(ClientKey {
+            name: name.into(),
+            digest,
+            rate_limit_per_minute: None,
+        })
+    }
+
+    /// At most `n` requests a minute (a token bucket: bursts of up to `n`, refilled evenly).
+    pub fn with_rate_limit_per_minute(mut self, n: u32) -> Self {
+        self.rate_limit_per_minute = (n > 0).then_some(n);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The name of the client key a request presented, in its extensions (never the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientName(pub Arc<str>);
+
+/// A token bucket of `per_minute` requests.
+struct Bucket {
+    per_minute: u32,
+    state: Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl Bucket {
+    fn new(per_minute: u32) -> Self {
+        Bucket {
+            per_minute,
+            state: Mutex::new((f64::from(per_minute), tokio::time::Instant::now())),
+        }
+    }
+
+    /// `Ok` and one token taken, or the whole seconds until a token is back.
+    fn take(&self) -> Result<(), u64> {
+        let rate = f64::from(self.per_minute) / 60.0;
+        let Ok(mut s) = self.state.lock() else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(s.1).as_secs_f64() * rate;
+        s.0 = (s.0 + refill).min(f64::from(self.per_minute));
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - s.0) / rate).ceil() as u64).max(1))
+        }
+    }
+}
+
+struct Entry {
+    key: ClientKey,
+    bucket: Option<Bucket>,
+}
 
 /// See the module docs.
 #[derive(Clone)]
 pub struct ApiKeyLayer {
-    keys: Arc<Vec<[u8; 32]>>,
+    keys: Arc<Vec<Entry>>,
 }
 
 impl ApiKeyLayer {
-    /// Accept any of these keys (empty strings are ignored; no keys: no check).
+    /// Accept any of these keys, all named [`DEFAULT_CLIENT`] (empty strings are ignored; no
+    /// keys: no check).
     pub fn new<I, K>(keys: I) -> Self
     where
         I: IntoIterator<Item = K>,
         K: AsRef<str>,
     {
+        let name: Arc<str> = Arc::from(DEFAULT_CLIENT);
+        Self::with_clients(
+            keys.into_iter()
+                .filter(|k| !k.as_ref().is_empty())
+                .map(|k| ClientKey::new(name.clone(), k.as_ref())),
+        )
+    }
+
+    /// Accept these named keys (no keys: no check).
+    pub fn with_clients(keys: impl IntoIterator<Item = ClientKey>) -> Self {
         let keys = keys
             .into_iter()
-            .filter(|k| !k.as_ref().is_empty())
-            .map(|k| Sha256::digest(k.as_ref().as_bytes()).into())
+            .map(|key| Entry {
+                bucket: key.rate_limit_per_minute.map(Bucket::new),
+                key,
+            })
             .collect();
         ApiKeyLayer {
             keys: Arc::new(keys),
@@ -81,7 +209,7 @@ impl<S> Layer<S> for ApiKeyLayer {
 #[derive(Clone)]
 pub struct ApiKeyService<S> {
     inner: S,
-    keys: Arc<Vec<[u8; 32]>>,
+    keys: Arc<Vec<Entry>>,
 }
 
 fn presented<B>(req: &Request<B>) -> impl Iterator<Item = &[u8]> {
@@ -99,20 +227,48 @@ fn presented<B>(req: &Request<B>) -> impl Iterator<Item = &[u8]> {
         .filter(|b| !b.is_empty())
 }
 
-impl<S> ApiKeyService<S> {
-    fn allowed<B>(&self, req: &Request<B>) -> bool {
-        if self.keys.is_empty() {
-            return true;
-        }
-        let mut ok = subtle::Choice::from(0u8);
-        for candidate in presented(req) {
-            let digest: [u8; 32] = Sha256::digest(candidate).into();
-            for k in self.keys.iter() {
-                ok |= k.ct_eq(&digest);
-            }
-        }
-        ok.into()
+/// What the key check decided.
+enum Verdict<'a> {
+    /// No keys configured.
+    Open,
+    Client(&'a Entry),
+    Refused,
+}
+
+/// The matching key, found in constant time: every presented value is compared with every
+/// configured key, and the match is selected without branching on the digests.
+fn check<'a, B>(keys: &'a [Entry], req: &Request<B>) -> Verdict<'a> {
+    if keys.is_empty() {
+        return Verdict::Open;
     }
+    let mut found = subtle::Choice::from(0u8);
+    let mut index = 0u32;
+    for candidate in presented(req) {
+        let digest: [u8; 32] = Sha256::digest(candidate).into();
+        for (i, e) in keys.iter().enumerate() {
+            let eq = e.key.digest.ct_eq(&digest);
+            index = u32::conditional_select(&index, &(i as u32), eq & !found);
+            found |= eq;
+        }
+    }
+    match keys.get(index as usize) {
+        Some(e) if bool::from(found) => Verdict::Client(e),
+        _ => Verdict::Refused,
+    }
+}
+
+fn rate_limited(e: &Entry, per_minute: u32, wait: u64) -> GatewayError {
+    let mut err = GatewayError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::RateLimit,
+        format!(
+            "the client key {:?} is limited to {per_minute} requests a minute; retry in {wait} s",
+            e.key.name()
+        ),
+    )
+    .with_code("rate_limit_exceeded");
+    err.retry_after = Some(wait);
+    err
 }
 
 impl<S, B> Service<Request<B>> for ApiKeyService<S>
@@ -121,26 +277,49 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<tracing::instrument::Instrumented<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.allowed(&req) {
-            ResponseFuture::inner(self.inner.call(req))
-        } else {
-            let dialect = Dialect::of(&req);
-            let err = GatewayError::unauthorized(match dialect {
-                Dialect::Anthropic => {
-                    "Invalid or missing API key. Use the x-api-key header or Authorization: Bearer."
-                }
-                Dialect::OpenAi => "Invalid or missing API key. Use Authorization: Bearer <key>.",
-            });
-            tracing::info!(path = %req.uri().path(), "rejected a request without a valid API key");
-            ResponseFuture::rejected(dialect.error_response(&err))
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let keys = self.keys.clone();
+        let entry = match check(&keys, &req) {
+            Verdict::Open => {
+                return ResponseFuture::inner(
+                    self.inner.call(req).instrument(tracing::Span::none()),
+                )
+            }
+            Verdict::Client(e) => e,
+            Verdict::Refused => {
+                let dialect = Dialect::of(&req);
+                let err = GatewayError::unauthorized(match dialect {
+                    Dialect::Anthropic => {
+                        "Invalid or missing API key. Use the x-api-key header or Authorization: Bearer."
+                    }
+                    Dialect::OpenAi => {
+                        "Invalid or missing API key. Use Authorization: Bearer <key>."
+                    }
+                });
+                tracing::info!(path = %req.uri().path(), "rejected a request without a valid API key");
+                return ResponseFuture::rejected(dialect.error_response(&err));
+            }
+        };
+        let name = &entry.key.name;
+        if let Some(r) = req.extensions().get::<RequestRecord>() {
+            r.set_client(name);
         }
+        if let Some(bucket) = &entry.bucket {
+            if let Err(wait) = bucket.take() {
+                tracing::info!(client = %name, path = %req.uri().path(), retry_after = wait, "client key over its rate limit");
+                let err = rate_limited(entry, bucket.per_minute, wait);
+                return ResponseFuture::rejected(Dialect::of(&req).error_response(&err));
+            }
+        }
+        let span = tracing::info_span!("client", client = %name);
+        req.extensions_mut().insert(ClientName(name.clone()));
+        ResponseFuture::inner(self.inner.call(req).instrument(span))
     }
 }
 
@@ -218,5 +397,50 @@ mod tests {
         let l = ApiKeyLayer::new(Vec::<String>::new());
         assert!(!l.is_enabled());
         assert_eq!(status(&l, "/v1/models", &[]).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn the_matched_key_name_reaches_the_extensions_and_a_hash_works_as_a_key() {
+        let hash: String = Sha256::digest(b"k2")
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        let l = ApiKeyLayer::with_clients([
+            ClientKey::new("one", "k1"),
+            ClientKey::from_sha256("two", &hash).unwrap(),
+        ]);
+        for (key, name) in [("k1", "one"), ("k2", "two")] {
+            let svc = l.layer(tower::service_fn(|r: Request<Body>| async move {
+                let n = r.extensions().get::<ClientName>().unwrap().0.to_string();
+                Ok::<_, std::convert::Infallible>(Response::new(Body::from(n)))
+            }));
+            let req = Request::get("/v1/models")
+                .header("x-api-key", key)
+                .body(Body::empty())
+                .unwrap();
+            let resp = svc.oneshot(req).await.unwrap();
+            let b = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(b, name);
+        }
+        assert!(ClientKey::from_sha256("x", "abc").is_err());
+        assert!(ClientKey::from_sha256("x", &"zz".repeat(32)).is_err());
+        assert!(!format!("{:?}", ClientKey::new("n", "secret-key")).contains("secret"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_over_its_rate_limit_gets_429_until_the_bucket_refills() {
+        let l = ApiKeyLayer::with_clients([ClientKey::new("c", "k").with_rate_limit_per_minute(2)]);
+        let h = [("x-api-key", "k")];
+        assert_eq!(status(&l, "/v1/messages", &h).await.0, 200);
+        assert_eq!(status(&l, "/v1/messages", &h).await.0, 200);
+        let (s, v) = status(&l, "/v1/messages", &h).await;
+        assert_eq!(s, 429);
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        tokio::time::advance(std::time::Duration::from_secs(31)).await;
+        assert_eq!(status(&l, "/v1/messages", &h).await.0, 200);
+        assert_eq!(status(&l, "/v1/messages", &h).await.0, 429);
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod capture;
 pub mod decode;
 pub mod future;
+pub mod metrics;
 pub mod model;
 pub mod retry;
 pub mod translate;
@@ -16,9 +17,10 @@ use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
-pub use auth::ApiKeyLayer;
+pub use auth::{ApiKeyLayer, ClientKey, ClientName};
 pub use capture::{CaptureConfig, DebugCaptureLayer, DebugMode};
 pub use decode::{JsonBodyLayer, RawBody};
+pub use metrics::{Metrics, MetricsLayer, RequestRecord};
 pub use model::{ModelNameLayer, ModelRequest};
 pub use retry::{KiroAuthLayer, RetryConfig, RetryLayer};
 pub use translate::{DialectApi, TranslateConfig, TranslateLayer};
@@ -31,6 +33,8 @@ use crate::models::ModelCatalog;
 /// The shared pieces a stack is built from (all cheap to clone).
 #[derive(Clone)]
 pub struct StackParts {
+    /// Where the [`MetricsLayer`] of every route records (`None`: no metrics layer).
+    pub metrics: Option<Metrics>,
     pub api_keys: ApiKeyLayer,
     /// Largest request body accepted (`MAX_BODY_BYTES`).
     pub body_limit: usize,
@@ -47,6 +51,9 @@ pub type ChatService = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 
 /// The full stack for one dialect, outermost first:
 ///
+/// 0. [`MetricsLayer`] (when [`StackParts::metrics`] is set): the request counted and timed
+///    by route, dialect, model, status, account and client key name when its body ends; the
+///    layers below fill in its [`RequestRecord`];
 /// 1. [`ApiKeyLayer`]: the client's key, checked in constant time before the body is read;
 /// 2. [`JsonBodyLayer`]: the body read once (bounded: 413 past `MAX_BODY_BYTES`) and parsed
 ///    into the dialect's request type (bad JSON: 400 in the dialect's shape);
@@ -85,7 +92,12 @@ where
         + 'static,
     S::Future: Send,
 {
+    let metrics = parts
+        .metrics
+        .clone()
+        .map(|m| MetricsLayer::new(m, D::ROUTE, D::DIALECT));
     let svc = ServiceBuilder::new()
+        .option_layer(metrics)
         .layer(parts.api_keys.clone())
         .layer(JsonBodyLayer::<D::Request>::new(parts.body_limit))
         .layer(DebugCaptureLayer::new(parts.capture.clone()))

@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::metrics::{RequestRecord, RetryCause};
 use crate::auth::TokenManager;
 use crate::kiro::{BearerKind, Error, GenerateRequest, GenerateResponse};
 
@@ -223,6 +224,9 @@ where
                     tracing::warn!(attempt, "retry budget of {:?} spent", cfg.budget);
                     return Err(err);
                 }
+                if let Some(r) = req.extensions.get::<RequestRecord>() {
+                    r.retry(RetryCause::of(&err));
+                }
                 tracing::info!(attempt, error = %err, wait_ms = wait.as_millis() as u64, "retrying the Kiro call");
                 tokio::time::sleep(wait).await;
             }
@@ -317,9 +321,13 @@ where
                 .get::<RefreshBudget>()
                 .cloned()
                 .unwrap_or_default();
+            let record = req.extensions.get::<RequestRecord>().cloned();
             let token = tokens.access_token().await?;
             req.token = Some(token.token.clone());
             req.bearer_kind = tokens.bearer_kind();
+            if let Some(r) = &record {
+                r.attempt();
+            }
             match ready.call(req.clone()).await {
                 Err(Error::Status(s))
                     if req.bearer_kind == BearerKind::ApiKey
@@ -336,6 +344,10 @@ where
                     tracing::info!("Kiro rejected the access token; refreshing once");
                     let fresh = tokens.force_refresh(&token).await?;
                     req.token = Some(fresh.token);
+                    if let Some(r) = &record {
+                        r.retry(RetryCause::InvalidToken);
+                        r.attempt();
+                    }
                     use tower::ServiceExt;
                     spare.ready().await?;
                     spare.call(req).await

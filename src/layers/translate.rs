@@ -20,6 +20,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::capture::CaptureHandle;
+use super::metrics::RequestRecord;
 use crate::api::conversation::{self, BuildOptions, Conversation};
 use crate::api::thinking::{self, ReasoningAsk, ReasoningMode, ThinkingDefaults, ThinkingMode};
 use crate::api::usage::{estimate_request, UsageTracker};
@@ -38,6 +39,8 @@ pub trait DialectApi: Send + Sync + 'static {
     const DIALECT: Dialect;
     /// Prefix of response ids (`chatcmpl-`, `msg_`).
     const ID_PREFIX: &'static str;
+    /// The route the dialect is served on (the `route` label of its metrics).
+    const ROUTE: &'static str;
 
     fn model(req: &Self::Request) -> &str;
     fn is_stream(req: &Self::Request) -> bool;
@@ -355,6 +358,18 @@ where
                 .cloned()
                 .unwrap_or_else(|| ResolvedModel::unknown(D::model(&body)));
             let capture = parts.extensions.get::<CaptureHandle>().cloned();
+            let record = parts.extensions.get::<RequestRecord>().cloned();
+            if let Some(r) = &record {
+                r.set_model(&resolved.kiro_id);
+            }
+            // the layers below (retry, auth) count attempts and retries into the record
+            let upstream_request = |bytes: Bytes| {
+                let mut g = GenerateRequest::new(bytes);
+                if let Some(r) = &record {
+                    g.extensions.insert(r.clone());
+                }
+                g
+            };
             let prepared = match prepare::<D>(&body, &resolved, &cfg) {
                 Ok(x) => x,
                 Err(e) => {
@@ -368,7 +383,7 @@ where
                 c.set_kiro_body(&bytes);
             }
             tracing::debug!(model = %resolved.kiro_id, bytes = bytes.len(), stream = D::is_stream(&body), "calling Kiro");
-            let upstream = GenerateRequest::new(bytes);
+            let upstream = upstream_request(bytes);
             let mut result = inner.call(upstream).await;
             let refused = matches!(&result, Err(kiro::Error::Status(s)) if s.status == http::StatusCode::BAD_REQUEST);
             if let (true, Some(retry)) = (refused, prepared.without_reasoning.clone()) {
@@ -381,7 +396,7 @@ where
                         c.set_kiro_body(&retry);
                     }
                     let mut inner2 = inner.clone();
-                    result = inner2.call(GenerateRequest::new(retry)).await;
+                    result = inner2.call(upstream_request(retry)).await;
                 }
             }
             let resp = match result {
@@ -408,11 +423,15 @@ where
             } else {
                 events
             };
+            let mut usage = UsageTracker::new(estimate, resolved.max_input_tokens);
+            if let Some(r) = &record {
+                usage.report_to(r.usage().clone());
+            }
             let meta = ResponseMeta {
                 id: new_id(D::ID_PREFIX),
                 created: unix_now(),
                 model: resolved.requested,
-                usage: UsageTracker::new(estimate, resolved.max_input_tokens),
+                usage,
             };
             let mut response = if D::is_stream(&body) {
                 SseBody::new(events, D::encoder(&body, meta))

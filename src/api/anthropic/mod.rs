@@ -22,6 +22,7 @@ impl crate::layers::translate::DialectApi for AnthropicMessages {
     type Folder = MessagesFolder;
     const DIALECT: crate::api::Dialect = crate::api::Dialect::Anthropic;
     const ID_PREFIX: &'static str = "msg_";
+    const ROUTE: &'static str = "/v1/messages";
 
     fn model(req: &Self::Request) -> &str {
         &req.model

@@ -46,6 +46,7 @@ impl crate::layers::translate::DialectApi for OpenAiChat {
     type Folder = ChatFolder;
     const DIALECT: crate::api::Dialect = crate::api::Dialect::OpenAi;
     const ID_PREFIX: &'static str = "chatcmpl-";
+    const ROUTE: &'static str = "/v1/chat/completions";
 
     fn model(req: &Self::Request) -> &str {
         &req.model

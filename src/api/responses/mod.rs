@@ -192,6 +192,7 @@ impl crate::layers::translate::DialectApi for OpenAiResponses {
     type Folder = ResponsesFolder;
     const DIALECT: crate::api::Dialect = crate::api::Dialect::OpenAi;
     const ID_PREFIX: &'static str = "resp_";
+    const ROUTE: &'static str = "/v1/responses";
 
     fn model(req: &Self::Request) -> &str {
         &req.model
