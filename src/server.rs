@@ -234,7 +234,10 @@ impl Gateway {
                 post_service(responses)
                     .fallback_service(keyed_405())
                     // WebSocket handshakes are GETs: refused with 426 before method routing
-                    .layer(axum::middleware::from_fn(refuse_websocket)),
+                    .layer(axum::middleware::from_fn_with_state(
+                        self.parts.api_keys.clone(),
+                        refuse_websocket,
+                    )),
             );
         let router = Router::new()
             .route("/", get(root))
@@ -521,12 +524,22 @@ async fn get_model(
 }
 
 /// Codex tries a WebSocket first when told to; 426 makes it fall back to HTTP at once.
-async fn refuse_websocket(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+/// (Without a valid key the answer is the 401 every other route gives.)
+async fn refuse_websocket(
+    State(keys): State<crate::layers::ApiKeyLayer>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response<Body> {
     let upgrade = req
         .headers()
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade && !keys.accepts(&req) {
+        return Dialect::OpenAi.error_response(&GatewayError::unauthorized(
+            "Invalid or missing API key. Use Authorization: Bearer <key>.",
+        ));
+    }
     if upgrade {
         let mut e = GatewayError::new(
             StatusCode::UPGRADE_REQUIRED,

@@ -476,14 +476,17 @@ async fn errors_are_openai_shaped() {
         serde_json::from_slice::<Value>(&b).unwrap()["error"]["type"],
         "authentication_error"
     );
-    for method in ["POST", "GET"] {
+    for (method, key) in [("POST", true), ("GET", true), ("GET", false)] {
         let mut req = r.req(method, "/v1/responses", "");
+        if !key {
+            req.headers_mut().remove("authorization");
+        }
         let h = req.headers_mut();
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("connection", "upgrade".parse().unwrap());
         h.insert("sec-websocket-version", "13".parse().unwrap());
         let (s, _, _) = r.send(req).await;
-        assert_eq!(s, 426, "{method}");
+        assert_eq!(s, if key { 426 } else { 401 }, "{method} {key}");
     }
     assert_eq!(r.mock.generate_calls(), 0);
 }

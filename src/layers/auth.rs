@@ -193,6 +193,12 @@ impl ApiKeyLayer {
     pub fn is_enabled(&self) -> bool {
         !self.keys.is_empty()
     }
+
+    /// Whether the request carries a valid key (or no key is needed), without taking from any
+    /// rate limit: for answers given before the stack, which checks again.
+    pub fn accepts<B>(&self, req: &Request<B>) -> bool {
+        !matches!(check(&self.keys, req), Verdict::Refused)
+    }
 }
 
 impl<S> Layer<S> for ApiKeyLayer {
