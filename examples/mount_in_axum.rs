@@ -37,6 +37,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Err(e) = gateway.refresh_models().await {
         eprintln!("model list not loaded ({e}); using the built-in list");
     }
+    // nothing may scrape /llm/metrics here: fold the histogram samples now and then
+    tokio::spawn(gateway.metrics.clone().upkeep_every(
+        std::time::Duration::from_secs(5),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://127.0.0.1:3000 (gateway under /llm)");
     axum::serve(listener, app(&gateway)).await?;
