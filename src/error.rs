@@ -249,9 +249,7 @@ impl From<kiro::Error> for GatewayError {
             E::Auth(a) => a.into(),
             E::Request(m) => Self::internal(m),
             // a throttle or an overload reported inside the stream is that, not a broken stream
-            E::Event(kiro::events::EventError::Exception(ref x))
-                if x.kind.contains("Throttling") || x.kind == "throttlingError" =>
-            {
+            E::Event(kiro::events::EventError::Exception(ref x)) if x.is_throttling() => {
                 let mut g = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     ErrorKind::RateLimit,
@@ -261,9 +259,7 @@ impl From<kiro::Error> for GatewayError {
                 g.retry_after = x.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
                 g
             }
-            E::Event(kiro::events::EventError::Exception(ref x))
-                if x.kind.contains("ServiceUnavailable") || x.kind == "serviceUnavailableError" =>
-            {
+            E::Event(kiro::events::EventError::Exception(ref x)) if x.is_unavailable() => {
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorKind::Overloaded,

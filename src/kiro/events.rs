@@ -138,6 +138,16 @@ impl StreamException {
     pub fn is_content_length_exceeded(&self) -> bool {
         self.kind.contains("ContentLengthExceeded")
     }
+
+    /// The service throttled the request (`ThrottlingException` / `throttlingError`).
+    pub fn is_throttling(&self) -> bool {
+        self.kind.contains("Throttling") || self.kind == "throttlingError"
+    }
+
+    /// The service is unavailable (`ServiceUnavailableException` / `serviceUnavailableError`).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind.contains("ServiceUnavailable") || self.kind == "serviceUnavailableError"
+    }
 }
 
 /// Why a frame could not become an event.

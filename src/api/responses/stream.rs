@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 
 use super::convert::{custom_tool_names, previous_items, CUSTOM_INPUT};
 use super::{ResponseStore, ResponsesRequest};
-use crate::api::{new_id, sse_event, Body, Encoder, End, Folder, ResponseMeta, ToolCallCheck};
+use crate::api::{new_id, sse_event, Body, Encoder, End, Folder, ResponseMeta};
 use crate::error::{ErrorKind, GatewayError};
 use crate::kiro::{Event, ToolInput};
 
@@ -135,7 +135,8 @@ pub struct ResponsesEncoder {
     started: bool,
     items: Vec<Value>,
     open: Option<Open>,
-    check: ToolCallCheck,
+    /// a tool call's arguments were not complete JSON when it closed
+    cut_short: bool,
 }
 
 impl ResponsesEncoder {
@@ -148,7 +149,7 @@ impl ResponsesEncoder {
             started: false,
             items: Vec::new(),
             open: None,
-            check: ToolCallCheck::default(),
+            cut_short: false,
         }
     }
 
@@ -354,6 +355,13 @@ impl ResponsesEncoder {
                 let status = if complete.is_ok() {
                     "completed"
                 } else {
+                    tracing::warn!(
+                        tool = %name,
+                        id = %call_id,
+                        bytes = args.len(),
+                        "Kiro cut a tool call short: its arguments are not complete JSON; the answer ends as cut for length"
+                    );
+                    self.cut_short = true;
                     "incomplete"
                 };
                 if custom {
@@ -404,7 +412,7 @@ impl ResponsesEncoder {
     fn finish_response(&mut self, end: End, out: &mut Vec<Bytes>) -> Value {
         self.start(out);
         self.close(out);
-        let cut = self.check.finish();
+        let cut = self.cut_short;
         let stop = crate::api::Stop::of(end, self.meta.usage.stop_reason(), false);
         let length = cut
             || matches!(
@@ -531,7 +539,6 @@ impl Encoder for ResponsesEncoder {
                 }
             }
             Event::ToolUse(t) => {
-                self.check.push(&t);
                 let same = matches!(&self.open, Some(Open::Call { call_id, .. }) if *call_id == t.tool_use_id);
                 if !same {
                     self.meta.usage.add_output(&t.name);
