@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{start, start_with, Running};
+use common::{sse_payloads, start, start_with, Running};
 use kiro_gateway::mock::{MockConfig, MockEvent, Reply, Script};
 use serde_json::{json, Value};
 
@@ -57,15 +57,6 @@ fn native_answer() -> Script {
         .end()
 }
 
-/// SSE `data:` payloads (the `[DONE]` line as a string).
-fn sse(body: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| json!(d)))
-        .collect()
-}
-
 async fn anthropic(r: &Running, body: Value) -> (u16, Vec<u8>) {
     let (s, _, b) = r
         .send(r.req("POST", "/v1/messages", body.to_string()))
@@ -76,15 +67,6 @@ async fn anthropic(r: &Running, body: Value) -> (u16, Vec<u8>) {
 async fn openai(r: &Running, body: Value) -> (u16, Vec<u8>) {
     let (s, _, b) = r.chat(body).await;
     (s.as_u16(), b.to_vec())
-}
-
-fn last_generate(r: &Running) -> Value {
-    r.mock
-        .requests_to("/generateAssistantResponse")
-        .last()
-        .expect("a generate call")
-        .body
-        .clone()
 }
 
 // ---- 1. every event typed; stop reasons; empty answers ----
@@ -109,7 +91,7 @@ async fn service_usage_and_cache_figures_are_reported_exactly_in_both_dialects()
         .await;
         assert_eq!(s, 200);
         let usage = if stream {
-            sse(&b)
+            sse_payloads(&b)
                 .into_iter()
                 .find(|c| c["usage"].is_object())
                 .unwrap()["usage"]
@@ -142,7 +124,7 @@ async fn service_usage_and_cache_figures_are_reported_exactly_in_both_dialects()
         .await;
         assert_eq!(s, 200);
         let usage = if stream {
-            sse(&b)
+            sse_payloads(&b)
                 .into_iter()
                 .find(|e| e["type"] == "message_delta")
                 .unwrap()["usage"]
@@ -251,7 +233,7 @@ async fn max_tokens_stop_and_content_length_cut_end_with_length_in_both_dialects
             .await;
             assert_eq!(s, 200);
             let finish: Vec<Value> = if stream {
-                sse(&b)
+                sse_payloads(&b)
                     .iter()
                     .filter_map(|c| c["choices"][0]["finish_reason"].as_str().map(|f| json!(f)))
                     .collect()
@@ -274,7 +256,7 @@ async fn max_tokens_stop_and_content_length_cut_end_with_length_in_both_dialects
             .await;
             assert_eq!(s, 200);
             let stop = if stream {
-                sse(&b)
+                sse_payloads(&b)
                     .into_iter()
                     .find(|e| e["type"] == "message_delta")
                     .unwrap()["delta"]["stop_reason"]
@@ -301,7 +283,7 @@ async fn an_empty_answer_is_a_valid_empty_completion() {
         .await;
         assert_eq!(s, 200);
         if stream {
-            let chunks = sse(&b);
+            let chunks = sse_payloads(&b);
             assert_eq!(chunks.last().unwrap(), "[DONE]");
             assert!(chunks
                 .iter()
@@ -320,7 +302,7 @@ async fn an_empty_answer_is_a_valid_empty_completion() {
         .await;
         assert_eq!(s, 200);
         if stream {
-            let events = sse(&b);
+            let events = sse_payloads(&b);
             assert_eq!(events.last().unwrap()["type"], "message_stop");
             assert!(!events.iter().any(|e| e["type"] == "error"));
         } else {
@@ -361,7 +343,7 @@ async fn wrapped_payloads_and_code_events_are_answer_text() {
     )
     .await;
     assert_eq!(s, 200);
-    let text: String = sse(&b)
+    let text: String = sse_payloads(&b)
         .iter()
         .filter_map(|e| e["delta"]["text"].as_str().map(str::to_owned))
         .collect();
@@ -421,7 +403,7 @@ async fn native_reasoning_is_requested_by_schema_and_streams_with_the_service_si
     )
     .await;
     assert_eq!(s, 200);
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert_eq!(
         up["additionalModelRequestFields"],
         json!({"thinking": {"type": "enabled", "budget_tokens": 32000}})
@@ -430,7 +412,7 @@ async fn native_reasoning_is_requested_by_schema_and_streams_with_the_service_si
         !up.to_string().contains("<thinking_mode>"),
         "no prompt tags with native reasoning: {up}"
     );
-    let events = sse(&b);
+    let events = sse_payloads(&b);
     let starts: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "content_block_start")
@@ -465,7 +447,7 @@ async fn native_reasoning_is_requested_by_schema_and_streams_with_the_service_si
     .await;
     assert_eq!(s, 200);
     assert_eq!(
-        last_generate(&r)["additionalModelRequestFields"],
+        r.last_generate()["additionalModelRequestFields"],
         json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}})
     );
     let v: Value = serde_json::from_slice(&b).unwrap();
@@ -490,11 +472,11 @@ async fn native_reasoning_is_requested_by_schema_and_streams_with_the_service_si
         .await;
         assert_eq!(s, 200);
         assert_eq!(
-            last_generate(&r)["additionalModelRequestFields"],
+            r.last_generate()["additionalModelRequestFields"],
             json!({"thinking": {"type": "enabled", "budget_tokens": 4000}})
         );
         let (reasoning, content) = if stream {
-            let chunks = sse(&b);
+            let chunks = sse_payloads(&b);
             let pick = |f: &str| -> String {
                 chunks
                     .iter()
@@ -528,7 +510,7 @@ async fn models_without_a_schema_keep_prompt_tags_and_reasoning_mode_forces_eith
     )
     .await;
     assert_eq!(s, 200);
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert!(up.get("additionalModelRequestFields").is_none(), "{up}");
     assert!(up
         .to_string()
@@ -544,7 +526,7 @@ async fn models_without_a_schema_keep_prompt_tags_and_reasoning_mode_forces_eith
         json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert!(up.get("additionalModelRequestFields").is_none(), "{up}");
     assert!(up.to_string().contains("<thinking_mode>"));
 
@@ -561,7 +543,7 @@ async fn models_without_a_schema_keep_prompt_tags_and_reasoning_mode_forces_eith
                "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert_eq!(
         up["additionalModelRequestFields"],
         json!({"thinking": {"type": "enabled", "budget_tokens": 2048}})
@@ -577,7 +559,7 @@ async fn models_without_a_schema_keep_prompt_tags_and_reasoning_mode_forces_eith
                "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert!(up.get("additionalModelRequestFields").is_none());
     assert!(!up.to_string().contains("<thinking_mode>"));
 }
@@ -599,7 +581,7 @@ async fn signed_thinking_in_history_goes_back_as_reasoning_content() {
     r.mock.push_reply(Reply::Stream(Script::text("No.", 3)));
     let (s, _) = anthropic(&r, history_with_signed_thinking()).await;
     assert_eq!(s, 200);
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert_eq!(
         up["conversationState"]["history"][1]["assistantResponseMessage"]["reasoningContent"],
         json!({"reasoningText": {"text": "Two is less.", "signature": "sig-from-the-service"}})
@@ -608,7 +590,7 @@ async fn signed_thinking_in_history_goes_back_as_reasoning_content() {
     let r = start().await;
     r.mock.push_reply(Reply::Stream(Script::text("No.", 3)));
     anthropic(&r, history_with_signed_thinking()).await;
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert!(!up.to_string().contains("reasoningContent"), "{up}");
 }
 

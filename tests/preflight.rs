@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{start, start_with, Running};
+use common::{sse_payloads, start, start_with, Running};
 use kiro_gateway::mock::{MockEvent, Reply, Script};
 use serde_json::{json, Value};
 
@@ -21,14 +21,6 @@ async fn anthropic(r: &Running, body: Value) -> (u16, http::HeaderMap, Vec<u8>) 
 async fn openai(r: &Running, body: Value) -> (u16, http::HeaderMap, Vec<u8>) {
     let (s, h, b) = r.chat(body).await;
     (s.as_u16(), h, b.to_vec())
-}
-
-fn sse(body: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| json!(d)))
-        .collect()
 }
 
 // ---- truncated tool calls ----
@@ -86,7 +78,7 @@ async fn a_tool_call_cut_short_ends_with_length_in_openai_and_is_never_completed
         )
         .await;
         assert_eq!(s, 200);
-        let chunks = sse(&b);
+        let chunks = sse_payloads(&b);
         let finishes: Vec<&str> = chunks
             .iter()
             .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
@@ -133,7 +125,7 @@ async fn a_tool_call_cut_short_ends_with_max_tokens_in_anthropic() {
         )
         .await;
         assert_eq!(s, 200);
-        let events = sse(&b);
+        let events = sse_payloads(&b);
         let cut_index = events
             .iter()
             .find(|e| e["content_block"]["id"] == "tooluse_cut")
@@ -209,7 +201,7 @@ async fn a_tool_call_with_no_stop_event_is_checked_at_the_end() {
                "messages": [{"role": "user", "content": "go"}]}),
     )
     .await;
-    assert!(sse(&b)
+    assert!(sse_payloads(&b)
         .iter()
         .any(|c| c["choices"][0]["finish_reason"] == "length"));
     r.mock.push_reply(Reply::Stream(script));
@@ -219,7 +211,7 @@ async fn a_tool_call_with_no_stop_event_is_checked_at_the_end() {
                "tools": tools_anthropic(), "messages": [{"role": "user", "content": "go"}]}),
     )
     .await;
-    let events = sse(&b);
+    let events = sse_payloads(&b);
     let delta = events
         .iter()
         .find(|e| e["type"] == "message_delta")
@@ -228,15 +220,6 @@ async fn a_tool_call_with_no_stop_event_is_checked_at_the_end() {
 }
 
 // ---- pre-flight: each rule of spec 3.2, repaired or refused ----
-
-fn last_generate(r: &Running) -> Value {
-    r.mock
-        .requests_to("/generateAssistantResponse")
-        .last()
-        .expect("a generate call")
-        .body
-        .clone()
-}
 
 fn history(up: &Value) -> Vec<Value> {
     up["conversationState"]["history"]
@@ -263,7 +246,7 @@ async fn repaired(r: &Running, messages: Value, tools: Option<Value>) -> Value {
     let (s, _, b) = anthropic(r, body).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     assert!(r.mock.rejections().is_empty(), "{:?}", r.mock.rejections());
-    last_generate(r)
+    r.last_generate()
 }
 
 #[tokio::test]

@@ -37,15 +37,6 @@ fn events(body: &[u8]) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn last_generate(r: &Running) -> Value {
-    r.mock
-        .requests_to("/generateAssistantResponse")
-        .last()
-        .unwrap()
-        .body
-        .clone()
-}
-
 const NO_REASONING: &str = "none";
 
 #[tokio::test]
@@ -87,7 +78,7 @@ async fn a_plain_request_gets_a_complete_response_object() {
     );
     assert_eq!(u["output_tokens_details"]["reasoning_tokens"], 0);
     // the instructions became the system prompt
-    let up = last_generate(&r);
+    let up = r.last_generate();
     assert!(up.to_string().contains("Be brief."));
 }
 
@@ -195,7 +186,7 @@ async fn a_custom_tool_call_comes_back_with_its_raw_input() {
         assert_eq!(item["input"], patch);
     }
     // the tool went to Kiro as one string argument, its grammar in the description
-    let up = last_generate(&r);
+    let up = r.last_generate();
     let tool = &up["conversationState"]["currentMessage"]["userInputMessage"]
         ["userInputMessageContext"]["tools"][0]["toolSpecification"];
     assert_eq!(
@@ -215,7 +206,7 @@ async fn a_custom_tool_call_comes_back_with_its_raw_input() {
         {"type": "custom_tool_call_output", "call_id": "tooluse_p", "output": "Done!"}]);
     let (s, _, _) = responses(&r, b).await;
     assert_eq!(s, 200);
-    let up = last_generate(&r);
+    let up = r.last_generate();
     let uses = &up["conversationState"]["history"][1]["assistantResponseMessage"]["toolUses"];
     assert_eq!(uses[0]["input"], json!({"input": patch}));
 }
@@ -240,7 +231,7 @@ async fn function_call_outputs_pair_with_their_calls_even_when_grouped() {
     )
     .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
-    let up = last_generate(&r);
+    let up = r.last_generate();
     let h = &up["conversationState"]["history"];
     let uses = h[1]["assistantResponseMessage"]["toolUses"]
         .as_array()
@@ -280,7 +271,7 @@ async fn previous_response_id_chains_and_get_returns_a_kept_response() {
     )
     .await;
     assert_eq!(s, 200);
-    let up = last_generate(&r);
+    let up = r.last_generate();
     let h = &up["conversationState"]["history"];
     assert!(h[0]["userInputMessage"]["content"]
         .as_str()
@@ -449,7 +440,8 @@ async fn reasoning_becomes_a_reasoning_item_with_its_summary() {
             > 0
     );
     // effort high asked for a larger budget than the default
-    assert!(last_generate(&r)
+    assert!(r
+        .last_generate()
         .to_string()
         .contains("<max_thinking_length>16000"));
 }
@@ -548,4 +540,43 @@ async fn a_streaming_client_gets_failures_it_can_act_on_as_response_failed() {
     )
     .await;
     assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn a_tool_call_cut_short_makes_the_response_incomplete() {
+    let r = start().await;
+    for stream in [false, true] {
+        r.mock.push_reply(Reply::Stream(
+            Script::new()
+                .metadata()
+                .tool_call(
+                    "tooluse_cut",
+                    "write_file",
+                    r#"{"path":"a.txt","text":"cut mid-str"#,
+                )
+                .end(),
+        ));
+        let (s, _, b) = responses(
+            &r,
+            json!({"model": "claude-sonnet-4-5", "input": "go", "stream": stream,
+                   "reasoning": {"effort": NO_REASONING},
+                   "tools": [{"type": "function", "name": "write_file", "parameters": {"type": "object"}}]}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let v = if stream {
+            let ev = events(&b);
+            assert_eq!(ev.last().unwrap().0, "response.incomplete");
+            ev.last().unwrap().1["response"].clone()
+        } else {
+            serde_json::from_slice(&b).unwrap()
+        };
+        assert_eq!(v["status"], "incomplete");
+        assert_eq!(v["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(v["output"][0]["status"], "incomplete");
+        assert_eq!(
+            v["output"][0]["arguments"],
+            r#"{"path":"a.txt","text":"cut mid-str"#
+        );
+    }
 }

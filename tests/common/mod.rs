@@ -151,7 +151,27 @@ pub async fn start() -> Running {
     start_with(MockConfig::default(), |_| {}).await
 }
 
+/// The `data:` payloads of an SSE body, parsed (a non-JSON payload such as `[DONE]` as a
+/// string).
+pub fn sse_payloads(body: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| serde_json::json!(d)))
+        .collect()
+}
+
 impl Running {
+    /// The body of the last `generateAssistantResponse` request the mock received.
+    pub fn last_generate(&self) -> serde_json::Value {
+        self.mock
+            .requests_to("/generateAssistantResponse")
+            .last()
+            .expect("a generate call")
+            .body
+            .clone()
+    }
+
     pub fn req(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
         Request::builder()
             .method(method)
