@@ -1,22 +1,27 @@
 //! The whole layer stack (key check, body parse, capture off, model resolution, translation,
 //! retry, token) over an in-process upstream that answers with real event-stream bytes: no
 //! sockets, so the figures are the gateway's own cost per request, non-stream and stream; each
-//! once without the `MetricsLayer` and once with it (`.../metrics`), to show what recording
-//! costs.
+//! without the `MetricsLayer` and the account pool, with the metrics (`.../metrics`), with the
+//! metrics and a pool of one account (`.../metrics+pool1`, the default server's stack) and of
+//! three (`.../metrics+pool3`: selection, stickiness key, typed body per account), to show what
+//! each costs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // bench code
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
+use kiro_gateway::accounts::{Account, AccountPool, PoolConfig};
 use kiro_gateway::api::openai::OpenAiChat;
 use kiro_gateway::api::Body;
 use kiro_gateway::config::Config;
 use kiro_gateway::kiro::{EventStream, GenerateRequest, GenerateResponse, KiroClientConfig};
 use kiro_gateway::layers::gateway_stack_over;
+use kiro_gateway::layers::KiroAuthLayer;
 use kiro_gateway::mock::{MockEvent, Script};
 use kiro_gateway::server::Gateway;
-use tower::{Service, ServiceExt};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
 
 fn wire(chunks: usize) -> Bytes {
     let mut s = Script::new().metadata();
@@ -72,17 +77,33 @@ fn bench(c: &mut Criterion) {
         .to_string();
         let mut g = c.benchmark_group("stack");
         g.throughput(Throughput::Elements(1));
-        for with_metrics in [false, true] {
+        let authed = || {
+            BoxCloneSyncService::new(
+                KiroAuthLayer::new(gw.parts.tokens.clone()).layer(upstream.clone()),
+            )
+        };
+        for (variant, with_metrics, pool) in [
+            ("", false, 0usize),
+            ("/metrics", true, 0),
+            ("/metrics+pool1", true, 1),
+            ("/metrics+pool3", true, 3),
+        ] {
             let mut parts = gw.parts.clone();
             if !with_metrics {
                 parts.metrics = None;
             }
-            let svc = gateway_stack_over::<OpenAiChat, _>(&parts, upstream.clone());
-            let id = if with_metrics {
-                format!("{name}/metrics")
-            } else {
-                name.to_owned()
+            let svc = match pool {
+                0 => gateway_stack_over::<OpenAiChat, _>(&parts, authed()),
+                n => {
+                    let accounts = (0..n)
+                        .map(|i| Account::new(format!("a{i}"), authed()))
+                        .collect();
+                    let pool = AccountPool::new(accounts, PoolConfig::default()).unwrap();
+                    parts.translate.pooled = pool.is_pooled();
+                    gateway_stack_over::<OpenAiChat, _>(&parts, pool)
+                }
             };
+            let id = format!("{name}{variant}");
             g.bench_function(id, |b| {
                 b.to_async(&rt).iter(|| {
                     let mut svc = svc.clone();

@@ -42,6 +42,56 @@ pub struct ClientKeyConfig {
     pub rate_limit_per_minute: Option<u32>,
 }
 
+/// One `[[accounts]]` table: a Kiro account of the pool. Credentials as in the single-account
+/// form (the same precedence when several are given); everything else optional, defaulting to
+/// the top-level setting of the same name.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    #[serde(default)]
+    pub kiro_creds_file: Option<PathBuf>,
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    #[serde(default)]
+    pub kiro_cli_db_file: Option<PathBuf>,
+    #[serde(default)]
+    pub kiro_api_key: Option<Secret>,
+    #[serde(default)]
+    pub profile_arn: Option<String>,
+    #[serde(default, alias = "region")]
+    pub kiro_region: Option<String>,
+    #[serde(default, alias = "protocol")]
+    pub kiro_api_protocol: Option<String>,
+    /// Outbound proxy of this account (`VPN_PROXY_URL` form); absent: the top-level one.
+    #[serde(default, alias = "proxy")]
+    pub vpn_proxy_url: Option<String>,
+    /// `priority` selection: lower first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Share of the traffic (round robin, least in flight); default 1.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub sqlite_readonly: Option<bool>,
+    #[serde(default)]
+    pub kiro_api_url: Option<String>,
+    #[serde(default)]
+    pub kiro_management_url: Option<String>,
+    #[serde(default)]
+    pub kiro_desktop_auth_url: Option<String>,
+    #[serde(default)]
+    pub kiro_oidc_url: Option<String>,
+}
+
+/// A `KIRO_ACCOUNTS_FILE`: `[[accounts]]` tables (TOML), or a JSON array of them, or a JSON
+/// object with an `accounts` array.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountsFile {
+    accounts: Vec<AccountConfig>,
+}
+
 /// All settings, as `config.toml` spells them.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +110,27 @@ pub struct Config {
     pub metrics_api_key: Option<Secret>,
     /// `METRICS_PUBLIC`: serve `/metrics` without a key on a non-loopback bind.
     pub metrics_public: bool,
+    /// `ADMIN_API_KEY`: the bearer the admin routes (`/admin/...`) require; unset: they are off.
+    pub admin_api_key: Option<Secret>,
+
+    /// `[[accounts]]`: Kiro accounts of the pool, after the single-account form's `default`
+    /// (when its credentials are set).
+    pub accounts: Vec<AccountConfig>,
+    /// `KIRO_ACCOUNTS_FILE`: more `[[accounts]]` from a TOML or JSON file.
+    pub kiro_accounts_file: Option<PathBuf>,
+    /// `ACCOUNT_SELECTION`: least_in_flight, round_robin or priority
+    pub account_selection: String,
+    /// `ACCOUNT_COOLDOWN_SECS`: first cool-down of a throttled or failing account (doubles)
+    pub account_cooldown_secs: f64,
+    /// `ACCOUNT_COOLDOWN_MAX_SECS`: longest cool-down
+    pub account_cooldown_max_secs: f64,
+    /// `ACCOUNT_FAILURE_THRESHOLD`: 5xx / connection failures in a row that cool an account
+    pub account_failure_threshold: u32,
+    /// `ACCOUNT_QUOTA_PARK`: how long an account out of monthly quota is parked: `monthly`
+    /// (until 00:00 UTC on the 1st) or seconds
+    pub account_quota_park: String,
+    /// `STICKY_TTL_SECS`: a conversation's account binding is forgotten after this long unused
+    pub sticky_ttl_secs: u64,
 
     /// `KIRO_CREDS_FILE`
     pub kiro_creds_file: Option<PathBuf>,
@@ -173,6 +244,15 @@ impl Default for Config {
             api_keys: Vec::new(),
             metrics_api_key: None,
             metrics_public: false,
+            admin_api_key: None,
+            accounts: Vec::new(),
+            kiro_accounts_file: None,
+            account_selection: "least_in_flight".into(),
+            account_cooldown_secs: 30.0,
+            account_cooldown_max_secs: 900.0,
+            account_failure_threshold: 2,
+            account_quota_park: "monthly".into(),
+            sticky_ttl_secs: 3600,
             kiro_creds_file: None,
             refresh_token: None,
             profile_arn: None,
@@ -230,6 +310,14 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("PROXY_API_KEY", "proxy_api_key"),
     ("METRICS_API_KEY", "metrics_api_key"),
     ("METRICS_PUBLIC", "metrics_public"),
+    ("ADMIN_API_KEY", "admin_api_key"),
+    ("KIRO_ACCOUNTS_FILE", "kiro_accounts_file"),
+    ("ACCOUNT_SELECTION", "account_selection"),
+    ("ACCOUNT_COOLDOWN_SECS", "account_cooldown_secs"),
+    ("ACCOUNT_COOLDOWN_MAX_SECS", "account_cooldown_max_secs"),
+    ("ACCOUNT_FAILURE_THRESHOLD", "account_failure_threshold"),
+    ("ACCOUNT_QUOTA_PARK", "account_quota_park"),
+    ("STICKY_TTL_SECS", "sticky_ttl_secs"),
     ("KIRO_CREDS_FILE", "kiro_creds_file"),
     ("REFRESH_TOKEN", "refresh_token"),
     ("PROFILE_ARN", "profile_arn"),
@@ -357,6 +445,14 @@ impl Config {
             "PROXY_API_KEY" => self.proxy_api_key = v.to_owned(),
             "METRICS_API_KEY" => self.metrics_api_key = opt(v).map(Secret::new),
             "METRICS_PUBLIC" => self.metrics_public = truthy(v),
+            "ADMIN_API_KEY" => self.admin_api_key = opt(v).map(Secret::new),
+            "KIRO_ACCOUNTS_FILE" => self.kiro_accounts_file = opt(v).map(PathBuf::from),
+            "ACCOUNT_SELECTION" => self.account_selection = v.to_owned(),
+            "ACCOUNT_COOLDOWN_SECS" => self.account_cooldown_secs = parse_num(name, v)?,
+            "ACCOUNT_COOLDOWN_MAX_SECS" => self.account_cooldown_max_secs = parse_num(name, v)?,
+            "ACCOUNT_FAILURE_THRESHOLD" => self.account_failure_threshold = parse_num(name, v)?,
+            "ACCOUNT_QUOTA_PARK" => self.account_quota_park = v.to_owned(),
+            "STICKY_TTL_SECS" => self.sticky_ttl_secs = parse_num(name, v)?,
             "KIRO_CREDS_FILE" => self.kiro_creds_file = opt(v).map(PathBuf::from),
             "REFRESH_TOKEN" => self.refresh_token = opt(v),
             "PROFILE_ARN" => self.profile_arn = opt(v),
@@ -498,6 +594,176 @@ impl Config {
         Ok(keys)
     }
 
+    /// The single-account form's credentials are set (it is then the account `default`).
+    fn has_env_credentials(&self) -> bool {
+        self.kiro_api_key.is_some()
+            || self.refresh_token.is_some()
+            || self.kiro_creds_file.is_some()
+            || self.kiro_cli_db_file.is_some()
+    }
+
+    /// Every account: `default` from the single-account settings (when they hold
+    /// credentials), then `[[accounts]]`, then `KIRO_ACCOUNTS_FILE`'s, each checked.
+    fn account_settings(
+        &self,
+        protocol: crate::kiro::ApiProtocol,
+    ) -> Result<Vec<AccountSettings>, ConfigError> {
+        let mut out = Vec::new();
+        if self.has_env_credentials() {
+            out.push(AccountSettings {
+                name: crate::layers::metrics::DEFAULT_ACCOUNT.into(),
+                credentials: CredentialSettings {
+                    refresh_token: self.refresh_token.clone().map(Secret::new),
+                    profile_arn: self.profile_arn.clone(),
+                    region: Some(self.kiro_region.clone()),
+                    creds_file: self.kiro_creds_file.clone(),
+                    cli_db_file: self.kiro_cli_db_file.clone(),
+                    api_key: self.kiro_api_key.clone(),
+                    sqlite_readonly: self.sqlite_readonly,
+                },
+                protocol,
+                endpoints: self.endpoints_for(protocol, &AccountConfig::default()),
+                proxy: self.vpn_proxy_url.clone(),
+                priority: 0,
+                weight: 1,
+            });
+        }
+        let mut tables: Vec<(String, AccountConfig)> = self
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("accounts[{i}]"), a.clone()))
+            .collect();
+        if let Some(path) = &self.kiro_accounts_file {
+            let shown = path.display().to_string();
+            let text =
+                std::fs::read_to_string(crate::auth::source::expand_tilde(path)).map_err(|e| {
+                    ConfigError::Read {
+                        path: shown.clone(),
+                        detail: e.to_string(),
+                    }
+                })?;
+            let parsed: Vec<AccountConfig> = if text.trim_start().starts_with(['[', '{'])
+                && serde_json::from_str::<serde_json::Value>(&text).is_ok()
+            {
+                serde_json::from_str::<Vec<AccountConfig>>(&text)
+                    .or_else(|_| serde_json::from_str::<AccountsFile>(&text).map(|f| f.accounts))
+                    .map_err(|e| ConfigError::Parse {
+                        path: shown.clone(),
+                        detail: e.to_string(),
+                    })?
+            } else {
+                toml::from_str::<AccountsFile>(&text)
+                    .map_err(|e| ConfigError::Parse {
+                        path: shown.clone(),
+                        detail: e.to_string(),
+                    })?
+                    .accounts
+            };
+            tables.extend(
+                parsed
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| (format!("{shown}: accounts[{i}]"), a)),
+            );
+        }
+        for (at, a) in tables {
+            let name = a.name.trim();
+            if name.is_empty() {
+                return Err(invalid(&at, "needs a name"));
+            }
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(invalid(
+                    &at,
+                    format!("the name {name:?} may only hold letters, digits, '-', '_' and '.'"),
+                ));
+            }
+            if out.iter().any(|o: &AccountSettings| o.name == name) {
+                return Err(invalid(
+                    &at,
+                    format!("the name {name:?} is used twice (the single-account settings form the account \"default\")"),
+                ));
+            }
+            if a.kiro_api_key.is_none()
+                && a.refresh_token.is_none()
+                && a.kiro_creds_file.is_none()
+                && a.kiro_cli_db_file.is_none()
+            {
+                return Err(invalid(
+                    &at,
+                    format!("account {name:?} has no credentials: give one of kiro_creds_file, refresh_token, kiro_cli_db_file, kiro_api_key"),
+                ));
+            }
+            let protocol = match &a.kiro_api_protocol {
+                Some(p) => p.parse().map_err(|e: String| invalid(&at, e))?,
+                None => protocol,
+            };
+            if a.weight == Some(0) {
+                return Err(invalid(&at, "weight must be above 0"));
+            }
+            out.push(AccountSettings {
+                name: name.to_owned(),
+                credentials: CredentialSettings {
+                    refresh_token: a.refresh_token.clone(),
+                    profile_arn: a.profile_arn.clone(),
+                    region: Some(
+                        a.kiro_region
+                            .clone()
+                            .unwrap_or_else(|| self.kiro_region.clone()),
+                    ),
+                    creds_file: a.kiro_creds_file.clone(),
+                    cli_db_file: a.kiro_cli_db_file.clone(),
+                    api_key: a.kiro_api_key.clone(),
+                    sqlite_readonly: a.sqlite_readonly.unwrap_or(self.sqlite_readonly),
+                },
+                protocol,
+                endpoints: self.endpoints_for(protocol, &a),
+                proxy: a
+                    .vpn_proxy_url
+                    .clone()
+                    .or_else(|| self.vpn_proxy_url.clone()),
+                priority: a.priority,
+                weight: a.weight.unwrap_or(1),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The base URLs of an account: its own, else the top-level ones, else the protocol's.
+    fn endpoints_for(
+        &self,
+        protocol: crate::kiro::ApiProtocol,
+        a: &AccountConfig,
+    ) -> crate::kiro::EndpointTemplates {
+        let defaults = crate::kiro::EndpointTemplates::for_protocol(protocol);
+        let pick = |own: &Option<String>, top: &str, default: String| match own
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            Some(o) => o.to_owned(),
+            None if !top.trim().is_empty() => top.trim().to_owned(),
+            None => default,
+        };
+        crate::kiro::EndpointTemplates {
+            api_url: pick(&a.kiro_api_url, &self.kiro_api_url, defaults.api_url),
+            management_url: pick(
+                &a.kiro_management_url,
+                &self.kiro_management_url,
+                defaults.management_url,
+            ),
+            desktop_auth_url: pick(
+                &a.kiro_desktop_auth_url,
+                &self.kiro_desktop_auth_url,
+                defaults.desktop_auth_url,
+            ),
+            oidc_url: pick(&a.kiro_oidc_url, &self.kiro_oidc_url, defaults.oidc_url),
+        }
+    }
+
     /// Check values and derive what the rest of the code takes.
     pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
         let host: std::net::IpAddr = match self.host.as_str() {
@@ -592,7 +858,31 @@ impl Config {
             _ if host.is_loopback() || self.metrics_public => MetricsAccess::Open,
             _ => MetricsAccess::Off,
         };
+        let accounts = self.account_settings(api_protocol)?;
+        let pool = crate::accounts::PoolConfig {
+            strategy: self
+                .account_selection
+                .parse()
+                .map_err(|e: String| invalid("ACCOUNT_SELECTION", e))?,
+            cooldown: secs(self.account_cooldown_secs, 0.0),
+            cooldown_max: secs(self.account_cooldown_max_secs, 0.0),
+            failure_threshold: self.account_failure_threshold.max(1),
+            quota_park: self
+                .account_quota_park
+                .parse()
+                .map_err(|e: String| invalid("ACCOUNT_QUOTA_PARK", e))?,
+            sticky_ttl: Duration::from_secs(self.sticky_ttl_secs),
+            ..Default::default()
+        };
+        let admin_key = self
+            .admin_api_key
+            .as_ref()
+            .filter(|k| !k.expose().is_empty())
+            .map(|k| Sha256::digest(k.expose().as_bytes()).into());
         Ok(ValidConfig {
+            accounts,
+            pool,
+            admin_key,
             addr: std::net::SocketAddr::new(host, self.port),
             client_keys,
             metrics_access,
@@ -630,9 +920,26 @@ impl std::fmt::Debug for MetricsAccess {
     }
 }
 
+/// One account, checked and with its defaults filled in.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub name: String,
+    pub credentials: CredentialSettings,
+    pub protocol: crate::kiro::ApiProtocol,
+    pub endpoints: crate::kiro::EndpointTemplates,
+    pub proxy: Option<String>,
+    pub priority: i32,
+    pub weight: u32,
+}
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
+    /// Every account (`default` first when the single-account settings hold credentials).
+    pub accounts: Vec<AccountSettings>,
+    pub pool: crate::accounts::PoolConfig,
+    /// SHA-256 of `ADMIN_API_KEY` (`None`: the admin routes are off).
+    pub admin_key: Option<[u8; 32]>,
     pub addr: std::net::SocketAddr,
     /// `PROXY_API_KEY` and `[[api_keys]]`.
     pub client_keys: Vec<ClientKey>,
@@ -680,11 +987,9 @@ impl ValidConfig {
         }
     }
 
+    /// At least one account has credentials.
     pub fn has_credentials(&self) -> bool {
-        self.raw.kiro_api_key.is_some()
-            || self.raw.refresh_token.is_some()
-            || self.raw.kiro_creds_file.is_some()
-            || self.raw.kiro_cli_db_file.is_some()
+        !self.accounts.is_empty()
     }
 }
 

@@ -248,6 +248,28 @@ impl From<kiro::Error> for GatewayError {
             .with_code("upstream_timeout"),
             E::Auth(a) => a.into(),
             E::Request(m) => Self::internal(m),
+            E::NoAccount {
+                retry_after,
+                rate_limited,
+                ..
+            } => {
+                let (status, kind, code) = if rate_limited {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorKind::RateLimit,
+                        "all_accounts_rate_limited",
+                    )
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorKind::Overloaded,
+                        "no_account_available",
+                    )
+                };
+                let mut g = Self::new(status, kind, e.to_string()).with_code(code);
+                g.retry_after = retry_after.map(|d| d.as_millis().div_ceil(1000).max(1) as u64);
+                g
+            }
             // a throttle or an overload reported inside the stream is that, not a broken stream
             E::Event(kiro::events::EventError::Exception(ref x)) if x.is_throttling() => {
                 let mut g = Self::new(

@@ -3,11 +3,13 @@
 //!
 //! - [`kiro`]: the upstream (wire types, event-stream decoder, typed events, client service);
 //! - [`auth`]: credentials, single-flight refresh, write-back;
+//! - [`accounts`]: several Kiro accounts: selection, stickiness, failover, cool-downs;
 //! - [`api`]: the public dialects and the conversation model they share;
 //! - [`layers`]: every concern as a Tower layer, and [`layers::gateway_stack`];
 //! - [`server`]: the bundled server, built only from the public pieces above;
 //! - [`mock`]: a mock Kiro upstream for tests, benches and the offline demo.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod config;

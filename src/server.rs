@@ -48,60 +48,111 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Who may read `/metrics` (`METRICS_API_KEY`, `metrics_public`, the bind address).
     pub metrics_access: MetricsAccess,
+    /// SHA-256 of `ADMIN_API_KEY` (`None`: the admin routes answer 403).
+    pub admin_key: Option<[u8; 32]>,
+}
+
+/// One account's token manager and client, from its settings.
+fn build_account(
+    cfg: &ValidConfig,
+    spec: &crate::config::AccountSettings,
+    http: UpstreamHttp,
+    headers: KiroHeaders,
+) -> Result<(TokenManager, KiroClient), GatewayError> {
+    let raw = &cfg.raw;
+    let endpoints = &spec.endpoints;
+    // the protocol decides what the body must carry; the layers above just use the values
+    let body = spec.protocol.body_requirements();
+    let profile_arn_policy = if body.profile_arn_required {
+        if cfg.profile_arn_policy == ProfileArnPolicy::Never {
+            tracing::warn!(
+                account = %spec.name,
+                "PROFILE_ARN_POLICY=never is ignored: the runtime protocol needs the profile ARN on every call"
+            );
+        }
+        ProfileArnPolicy::Always
+    } else {
+        cfg.profile_arn_policy
+    };
+    let tokens = TokenManager::load(
+        &spec.credentials,
+        endpoints,
+        http.clone(),
+        headers.clone(),
+        TokenConfig {
+            refresh_margin: Duration::from_secs(raw.token_refresh_margin_secs),
+            lock_timeout: crate::config::secs(raw.credentials_lock_timeout_secs, 0.0),
+            profile_arn_policy,
+            ..Default::default()
+        },
+    )?;
+    if body.profile_arn_required && tokens.profile_arn().is_none() {
+        return Err(GatewayError::internal(format!(
+            "KIRO_API_PROTOCOL={} needs a profile ARN and none was found in {}. It is in the `state` table of kiro-cli's SQLite database (key api.codewhisperer.profile, read through KIRO_CLI_DB_FILE), in the profileArn field of the Kiro IDE's credentials file (KIRO_CREDS_FILE), or can be given as PROFILE_ARN=arn:aws:codewhisperer:<region>:<account>:profile/<id>",
+            spec.protocol.as_str(),
+            tokens.source().describe()
+        )));
+    }
+    let region = tokens.api_region().to_owned();
+    let mut client_cfg = match spec.protocol {
+        ApiProtocol::Q => KiroClientConfig::new(endpoints.api(&region)),
+        ApiProtocol::Runtime => {
+            KiroClientConfig::runtime(endpoints.api(&region), endpoints.management(&region))
+        }
+    };
+    client_cfg.idle_timeout = crate::config::secs(raw.streaming_read_timeout, 0.05);
+    client_cfg.headers = headers;
+    Ok((tokens, KiroClient::new(http, client_cfg)))
 }
 
 impl Gateway {
     /// Build from a checked configuration (reads the credentials; no network yet).
     pub fn from_config(cfg: &ValidConfig) -> Result<Self, GatewayError> {
         let raw = &cfg.raw;
-        let http = UpstreamHttp::new(&HttpConfig {
-            proxy: raw.vpn_proxy_url.clone(),
-            connect_timeout: Duration::from_secs(raw.connect_timeout),
-            ..Default::default()
-        })?;
-        let endpoints = cfg.endpoints();
-        let headers = KiroHeaders::default();
-        // the protocol decides what the body must carry; the layers above just use the values
-        let body = cfg.api_protocol.body_requirements();
-        let profile_arn_policy = if body.profile_arn_required {
-            if cfg.profile_arn_policy == ProfileArnPolicy::Never {
-                tracing::warn!(
-                    "PROFILE_ARN_POLICY=never is ignored: the runtime protocol needs the profile ARN on every call"
-                );
-            }
-            ProfileArnPolicy::Always
-        } else {
-            cfg.profile_arn_policy
-        };
-        let tokens = TokenManager::load(
-            &cfg.credentials(),
-            &endpoints,
-            http.clone(),
-            headers.clone(),
-            TokenConfig {
-                refresh_margin: Duration::from_secs(raw.token_refresh_margin_secs),
-                lock_timeout: crate::config::secs(raw.credentials_lock_timeout_secs, 0.0),
-                profile_arn_policy,
-                ..Default::default()
-            },
-        )?;
-        if body.profile_arn_required && tokens.profile_arn().is_none() {
-            return Err(GatewayError::internal(format!(
-                "KIRO_API_PROTOCOL={} needs a profile ARN and none was found in {}. It is in the `state` table of kiro-cli's SQLite database (key api.codewhisperer.profile, read through KIRO_CLI_DB_FILE), in the profileArn field of the Kiro IDE's credentials file (KIRO_CREDS_FILE), or can be given as PROFILE_ARN=arn:aws:codewhisperer:<region>:<account>:profile/<id>",
-                cfg.api_protocol.as_str(),
-                tokens.source().describe()
-            )));
+        if cfg.accounts.is_empty() {
+            // the credential loader says what is missing, in the single-account form's words
+            return Err(crate::auth::source::load(&cfg.credentials())
+                .err()
+                .map(GatewayError::from)
+                .unwrap_or_else(|| GatewayError::internal(crate::auth::source::HOW_TO_PROVIDE)));
         }
-        let region = tokens.api_region().to_owned();
-        let mut client_cfg = match cfg.api_protocol {
-            ApiProtocol::Q => KiroClientConfig::new(endpoints.api(&region)),
-            ApiProtocol::Runtime => {
-                KiroClientConfig::runtime(endpoints.api(&region), endpoints.management(&region))
-            }
+        let headers = KiroHeaders::default();
+        // one HTTP client (connection pool) per outbound proxy
+        let mut clients: Vec<(Option<String>, UpstreamHttp)> = Vec::new();
+        let mut accounts = Vec::with_capacity(cfg.accounts.len());
+        for spec in &cfg.accounts {
+            let http = match clients.iter().find(|(p, _)| *p == spec.proxy) {
+                Some((_, h)) => h.clone(),
+                None => {
+                    let h = UpstreamHttp::new(&HttpConfig {
+                        proxy: spec.proxy.clone(),
+                        connect_timeout: Duration::from_secs(raw.connect_timeout),
+                        ..Default::default()
+                    })?;
+                    clients.push((spec.proxy.clone(), h.clone()));
+                    h
+                }
+            };
+            let (tokens, client) =
+                build_account(cfg, spec, http, headers.clone()).map_err(|mut e| {
+                    if cfg.accounts.len() > 1 {
+                        e.message = format!("account {:?}: {}", spec.name, e.message);
+                    }
+                    e
+                })?;
+            accounts.push(
+                crate::accounts::Account::kiro(spec.name.as_str(), tokens, client)
+                    .with_priority(spec.priority)
+                    .with_weight(spec.weight),
+            );
+        }
+        let pool = crate::accounts::AccountPool::new(accounts, cfg.pool.clone())
+            .map_err(GatewayError::internal)?;
+        let primary = pool.primary();
+        let (tokens, client) = match (primary.tokens(), primary.client()) {
+            (Some(t), Some(c)) => (t.clone(), c.clone()),
+            _ => return Err(GatewayError::internal("the first account has no client")),
         };
-        client_cfg.idle_timeout = crate::config::secs(raw.streaming_read_timeout, 0.05);
-        client_cfg.headers = headers;
-        let client = KiroClient::new(http, client_cfg);
         let metrics = Metrics::new();
         let parts = StackParts {
             metrics: Some(metrics.clone()),
@@ -127,6 +178,7 @@ impl Gateway {
                 thinking_mode: cfg.thinking_mode,
                 reasoning_mode: cfg.reasoning_mode,
                 close_streams: CancellationToken::new(),
+                pooled: pool.is_pooled(),
                 max_payload_bytes: raw.kiro_max_payload_bytes,
                 auto_trim_payload: raw.auto_trim_payload,
                 open_streams: Default::default(),
@@ -146,8 +198,10 @@ impl Gateway {
             },
             tokens,
             client,
+            accounts: pool,
         };
         Ok(Gateway {
+            admin_key: cfg.admin_key,
             parts,
             started: SystemTime::now(),
             cors_origins: raw.cors_allow_origins.clone(),
@@ -243,6 +297,14 @@ impl Gateway {
             .route("/", get(root))
             .route("/health", get(health))
             .route("/metrics", get(metrics_text))
+            .route(
+                "/health/accounts",
+                get(health_accounts).route_layer(self.parts.api_keys.clone()),
+            )
+            .route(
+                "/admin/accounts/{name}/reset",
+                axum::routing::post(reset_account).fallback(method_not_allowed),
+            )
             .merge(v1)
             // unknown routes say 404 only to a client with the key: without it nothing but
             // `/` and `/health` answers anything but 401
@@ -342,15 +404,23 @@ async fn root() -> impl IntoResponse {
     }))
 }
 
-async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
+async fn health(State(gw): State<Gateway>) -> Response<Body> {
     let status = gw.parts.tokens.status();
+    let pool = &gw.parts.accounts;
+    let available = pool
+        .accounts()
+        .iter()
+        .filter(|a| a.state() == crate::accounts::AccountState::Ok)
+        .count();
+    let serving = pool.can_serve();
     let expires_in = status
         .expires_at
         .and_then(|e| e.duration_since(SystemTime::now()).ok())
         .map(|d| d.as_secs());
     let catalog = &gw.parts.catalog;
-    axum::Json(json!({
-        "status": "healthy",
+    let mut r = axum::Json(json!({
+        "status": if serving { "healthy" } else { "unavailable" },
+        "accounts": {"total": pool.accounts().len(), "ok": available},
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": gw.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
         "open_streams": gw.parts.translate.open_streams.get(),
@@ -372,23 +442,90 @@ async fn health(State(gw): State<Gateway>) -> impl IntoResponse {
             "age_secs": catalog.age().map(|a| a.as_secs()),
         },
     }))
+    .into_response();
+    if !serving {
+        // load balancers take the gateway out while no account can serve
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r
+}
+
+/// `GET /health/accounts` (behind the client key): every account's state and figures.
+async fn health_accounts(State(gw): State<Gateway>) -> impl IntoResponse {
+    let pool = &gw.parts.accounts;
+    axum::Json(json!({
+        "selection": match pool.config().strategy {
+            crate::accounts::Strategy::Priority => "priority",
+            crate::accounts::Strategy::RoundRobin => "round_robin",
+            crate::accounts::Strategy::LeastInFlight => "least_in_flight",
+        },
+        "can_serve": pool.can_serve(),
+        "accounts": pool.snapshot(),
+    }))
+}
+
+/// A bearer checked in constant time against a SHA-256 digest.
+fn bearer_matches(headers: &http::HeaderMap, digest: &[u8; 32]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .filter(|b| b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|b| b[7..].trim_ascii())
+        .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes().trim_ascii()))
+        .unwrap_or_default();
+    let got: [u8; 32] = Sha256::digest(presented).into();
+    bool::from(got.ct_eq(digest))
+}
+
+/// The admin key check of the `/admin` routes: `None` when the key is right, else the answer:
+/// 403 when no `ADMIN_API_KEY` is set, 401 for a wrong or missing one.
+pub fn admin_refusal(gw: &Gateway, headers: &http::HeaderMap) -> Option<Response<Body>> {
+    match &gw.admin_key {
+        None => {
+            let mut e = GatewayError::new(
+                StatusCode::FORBIDDEN,
+                crate::error::ErrorKind::Permission,
+                "the admin routes are off: set ADMIN_API_KEY, then send it as Authorization: Bearer <key>",
+            );
+            e.code = Some("admin_disabled".into());
+            Some(Dialect::OpenAi.error_response(&e))
+        }
+        Some(d) if bearer_matches(headers, d) => None,
+        Some(_) => Some(Dialect::OpenAi.error_response(&GatewayError::unauthorized(
+            "the admin routes need Authorization: Bearer <ADMIN_API_KEY>",
+        ))),
+    }
+}
+
+/// `POST /admin/accounts/{name}/reset` (behind the admin key): clear a cool-down, a parked or
+/// a suspended state.
+async fn reset_account(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+    headers: http::HeaderMap,
+) -> Response<Body> {
+    if let Some(r) = admin_refusal(&gw, &headers) {
+        return r;
+    }
+    let pool = &gw.parts.accounts;
+    if !pool.reset(&name) {
+        return Dialect::OpenAi.error_response(
+            &GatewayError::not_found(format!("no account named {name:?}"))
+                .with_code("account_not_found"),
+        );
+    }
+    let snap = pool.snapshot().into_iter().find(|a| a.name == name);
+    axum::Json(json!({"reset": name, "account": snap})).into_response()
 }
 
 /// `GET /metrics`: the Prometheus text, for whoever [`MetricsAccess`] lets in.
 async fn metrics_text(State(gw): State<Gateway>, headers: http::HeaderMap) -> Response<Body> {
-    use sha2::{Digest, Sha256};
-    use subtle::ConstantTimeEq;
     match &gw.metrics_access {
         MetricsAccess::Open => {}
         MetricsAccess::Key(digest) => {
-            let presented = headers
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes())
-                .filter(|b| b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer "))
-                .map(|b| b[7..].trim_ascii())
-                .unwrap_or_default();
-            let got: [u8; 32] = Sha256::digest(presented).into();
-            if !bool::from(got.ct_eq(digest)) {
+            if !bearer_matches(&headers, digest) {
                 return Dialect::OpenAi.error_response(&GatewayError::unauthorized(
                     "/metrics needs Authorization: Bearer <METRICS_API_KEY>",
                 ));
@@ -404,12 +541,7 @@ async fn metrics_text(State(gw): State<Gateway>, headers: http::HeaderMap) -> Re
             return Dialect::OpenAi.error_response(&e);
         }
     }
-    let tokens = &gw.parts.tokens;
-    gw.metrics.set_refreshes(
-        crate::layers::metrics::DEFAULT_ACCOUNT,
-        tokens.refresh_count(),
-        tokens.refresh_failure_count(),
-    );
+    gw.metrics.set_accounts(&gw.parts.accounts.snapshot());
     let mut r = Response::new(Body::from(gw.metrics.render()));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -46,6 +46,15 @@ pub enum Error {
     /// The request could not be built (a bad configured URL, say).
     #[error("invalid upstream request: {0}")]
     Request(String),
+    /// No account of the pool can serve now (see [`crate::accounts`]).
+    #[error("no Kiro account can serve this request now: {detail}")]
+    NoAccount {
+        /// When the first account is back, when that is known.
+        retry_after: Option<Duration>,
+        /// Every account is out for a throttle or a used-up quota.
+        rate_limited: bool,
+        detail: String,
+    },
 }
 
 impl From<EventError> for Error {

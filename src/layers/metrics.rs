@@ -39,7 +39,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -76,6 +75,8 @@ pub mod names {
     pub const INPUT_TOKENS: &str = "kiro_gateway_input_tokens_total";
     pub const OUTPUT_TOKENS: &str = "kiro_gateway_output_tokens_total";
     pub const CREDITS: &str = "kiro_gateway_credits";
+    pub const ACCOUNT_UP: &str = "kiro_gateway_account_up";
+    pub const ACCOUNT_STATE: &str = "kiro_gateway_account_state";
 }
 
 /// Why an upstream attempt was retried.
@@ -91,15 +92,19 @@ pub enum RetryCause {
     InvalidToken,
     /// Nothing within `FIRST_TOKEN_TIMEOUT`.
     FirstTokenTimeout,
+    /// The account failed (throttle, quota, suspension, refused refresh, repeated 5xx) and
+    /// the request moved to another one of the pool.
+    Failover,
 }
 
 impl RetryCause {
-    const ALL: [RetryCause; 5] = [
+    const ALL: [RetryCause; 6] = [
         RetryCause::Throttle,
         RetryCause::ServerError,
         RetryCause::Connect,
         RetryCause::InvalidToken,
         RetryCause::FirstTokenTimeout,
+        RetryCause::Failover,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +114,7 @@ impl RetryCause {
             RetryCause::Connect => "connect",
             RetryCause::InvalidToken => "invalid_token",
             RetryCause::FirstTokenTimeout => "first_token_timeout",
+            RetryCause::Failover => "failover",
         }
     }
 
@@ -144,10 +150,23 @@ pub struct RequestRecord(Arc<RecordInner>);
 struct RecordInner {
     client: OnceLock<Arc<str>>,
     model: OnceLock<String>,
-    account: OnceLock<Arc<str>>,
     usage: UsageReport,
-    attempts: AtomicU32,
-    retries: [AtomicU32; 5],
+    /// Attempts and retries by account, the current (last) account last.
+    tallies: std::sync::Mutex<Vec<Tally>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    /// `None`: [`DEFAULT_ACCOUNT`].
+    account: Option<Arc<str>>,
+    attempts: u32,
+    retries: [u32; RetryCause::ALL.len()],
+}
+
+impl Tally {
+    fn name(&self) -> &str {
+        self.account.as_deref().unwrap_or(DEFAULT_ACCOUNT)
+    }
 }
 
 impl RequestRecord {
@@ -161,18 +180,48 @@ impl RequestRecord {
         let _ = self.0.model.set(model.to_owned());
     }
 
-    /// The account that served the request (an account pool sets it; else
-    /// [`DEFAULT_ACCOUNT`]).
+    /// The account the next attempts go to (an account pool sets it before each; else
+    /// [`DEFAULT_ACCOUNT`]). The last one set is the account that served the request.
     pub fn set_account(&self, account: &Arc<str>) {
-        let _ = self.0.account.set(account.clone());
+        let mut t = self.tallies();
+        match t.last_mut() {
+            Some(last) if last.name() == &**account => {}
+            // nothing counted yet under the default name: it was this account all along
+            Some(last) if last.account.is_none() && last.attempts == 0 => {
+                last.account = Some(account.clone())
+            }
+            _ => t.push(Tally {
+                account: Some(account.clone()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn tallies(&self) -> std::sync::MutexGuard<'_, Vec<Tally>> {
+        self.0
+            .tallies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn current(t: &mut Vec<Tally>) -> &mut Tally {
+        if t.is_empty() {
+            t.push(Tally::default());
+        }
+        let n = t.len() - 1;
+        &mut t[n]
     }
 
     pub fn client(&self) -> &str {
         self.0.client.get().map_or(NO_CLIENT, |c| c)
     }
 
-    pub fn account(&self) -> &str {
-        self.0.account.get().map_or(DEFAULT_ACCOUNT, |a| a)
+    /// The account that served the request (the last one an attempt went to).
+    pub fn account(&self) -> Arc<str> {
+        self.tallies()
+            .last()
+            .and_then(|t| t.account.clone())
+            .unwrap_or_else(|| Arc::from(DEFAULT_ACCOUNT))
     }
 
     pub fn model(&self) -> &str {
@@ -184,22 +233,27 @@ impl RequestRecord {
         &self.0.usage
     }
 
-    /// One call to the upstream service.
+    /// One call to the upstream service (counted for the current account).
     pub fn attempt(&self) {
-        self.0.attempts.fetch_add(1, Ordering::Relaxed);
+        Self::current(&mut self.tallies()).attempts += 1;
     }
 
-    /// One retry, and why.
+    /// One retry, and why (counted for the account the failed attempt went to).
     pub fn retry(&self, cause: RetryCause) {
-        self.0.retries[cause.index()].fetch_add(1, Ordering::Relaxed);
+        Self::current(&mut self.tallies()).retries[cause.index()] += 1;
     }
 
+    /// Attempts in all, over every account.
     pub fn attempts(&self) -> u32 {
-        self.0.attempts.load(Ordering::Relaxed)
+        self.tallies().iter().map(|t| t.attempts).sum()
     }
 
+    /// Retries for `cause`, over every account.
     pub fn retries(&self, cause: RetryCause) -> u32 {
-        self.0.retries[cause.index()].load(Ordering::Relaxed)
+        self.tallies()
+            .iter()
+            .map(|t| t.retries[cause.index()])
+            .sum()
     }
 }
 
@@ -300,6 +354,16 @@ impl Metrics {
             "Kiro credits charged for finished answers, by account and model (a running sum)"
                 .into(),
         );
+        r.describe_gauge(
+            names::ACCOUNT_UP.into(),
+            None,
+            "1 when the account can take a request now (ok, or its wait is over), else 0".into(),
+        );
+        r.describe_gauge(
+            names::ACCOUNT_STATE.into(),
+            None,
+            "The account's state: 1 on the series of its current state (ok, cooling, parked, suspended, refresh-failing), 0 on the others".into(),
+        );
         r.describe_histogram(
             names::TTFB.into(),
             Some(Unit::Seconds),
@@ -340,6 +404,29 @@ impl Metrics {
             .absolute(failures);
     }
 
+    /// Set each account's refresh counters and availability from a pool snapshot (called
+    /// before each scrape).
+    pub fn set_accounts(&self, accounts: &[crate::accounts::AccountSnapshot]) {
+        for a in accounts {
+            self.set_refreshes(&a.name, a.token_refreshes, a.token_refresh_failures);
+            let up = if a.available { 1.0 } else { 0.0 };
+            self.gauge(
+                names::ACCOUNT_UP,
+                vec![Label::new("account", a.name.clone())],
+            )
+            .set(up);
+            // the usual shape of an enumeration: one series per state, 1 for the current one
+            for state in ["ok", "cooling", "parked", "suspended", "refresh-failing"] {
+                let labels = vec![
+                    Label::new("account", a.name.clone()),
+                    Label::new("state", state),
+                ];
+                let v = if state == a.state { 1.0 } else { 0.0 };
+                self.gauge(names::ACCOUNT_STATE, labels).set(v);
+            }
+        }
+    }
+
     /// Everything recorded, in the Prometheus text format.
     pub fn render(&self) -> String {
         self.inner.handle.render()
@@ -368,6 +455,7 @@ impl Metrics {
     /// Record what a finished request's record says.
     fn finish(&self, route: &RouteMetrics, rec: &RequestRecord, status: u16) {
         let account = rec.account();
+        let account = &*account;
         let labels = vec![
             Label::new("route", route.route),
             Label::new("dialect", route.dialect),
@@ -377,25 +465,27 @@ impl Metrics {
             Label::new("client", rec.client().to_owned()),
         ];
         self.counter(names::REQUESTS, labels).increment(1);
-        let attempts = rec.attempts();
-        if attempts > 0 {
-            self.counter(
-                names::UPSTREAM_ATTEMPTS,
-                vec![Label::new("account", account.to_owned())],
-            )
-            .increment(u64::from(attempts));
-        }
-        for cause in RetryCause::ALL {
-            let n = rec.retries(cause);
-            if n > 0 {
+        let tallies = rec.tallies().clone();
+        for t in &tallies {
+            if t.attempts > 0 {
                 self.counter(
-                    names::UPSTREAM_RETRIES,
-                    vec![
-                        Label::new("cause", cause.as_str()),
-                        Label::new("account", account.to_owned()),
-                    ],
+                    names::UPSTREAM_ATTEMPTS,
+                    vec![Label::new("account", t.name().to_owned())],
                 )
-                .increment(u64::from(n));
+                .increment(u64::from(t.attempts));
+            }
+            for cause in RetryCause::ALL {
+                let n = t.retries[cause.index()];
+                if n > 0 {
+                    self.counter(
+                        names::UPSTREAM_RETRIES,
+                        vec![
+                            Label::new("cause", cause.as_str()),
+                            Label::new("account", t.name().to_owned()),
+                        ],
+                    )
+                    .increment(u64::from(n));
+                }
             }
         }
         if let Some(u) = rec.usage().take() {

@@ -25,6 +25,7 @@ pub use model::{ModelNameLayer, ModelRequest};
 pub use retry::{KiroAuthLayer, RetryConfig, RetryLayer};
 pub use translate::{DialectApi, TranslateConfig, TranslateLayer};
 
+use crate::accounts::AccountPool;
 use crate::api::Body;
 use crate::auth::TokenManager;
 use crate::kiro::KiroClient;
@@ -42,7 +43,11 @@ pub struct StackParts {
     pub catalog: Arc<ModelCatalog>,
     pub translate: TranslateConfig,
     pub retry: RetryConfig,
+    /// The Kiro accounts, at the bottom of every chat stack.
+    pub accounts: AccountPool,
+    /// The first account's token manager (model lists, `/health`).
     pub tokens: TokenManager,
+    /// The first account's client (model lists, `/health`).
     pub client: KiroClient,
 }
 
@@ -62,9 +67,11 @@ pub type ChatService = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 /// 5. [`TranslateLayer`]: dialect request → Kiro request, Kiro events → dialect SSE or JSON;
 /// 6. [`RetryLayer`]: 429/5xx/connect errors and first-token timeouts retried with backoff,
 ///    never once anything reached the client;
-/// 7. [`KiroAuthLayer`]: the current access token on every attempt, one forced refresh on a
+/// 7. [`AccountPool`]: the account for each attempt (stickiness, failover to another account
+///    before the first event, cool-downs); each account has its own
+/// 8. [`KiroAuthLayer`]: the current access token on every attempt, one forced refresh on a
 ///    stale-token 403;
-/// 8. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
+/// 9. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
 ///
 /// The generic tower-http layers (request ids, sensitive headers, tracing, panic catching) go
 /// around the router, see [`crate::server::router`].
@@ -73,11 +80,12 @@ where
     D: DialectApi,
     D::Request: serde::de::DeserializeOwned + ModelRequest + Sync,
 {
-    gateway_stack_over::<D, _>(parts, parts.client.clone())
+    gateway_stack_over::<D, _>(parts, parts.accounts.clone())
 }
 
-/// [`gateway_stack`] over another upstream service than the HTTP client (an in-process fake
-/// for benches, a recording wrapper, an account pool).
+/// [`gateway_stack`] over another upstream service than the account pool (an in-process fake
+/// for benches, a recording wrapper): layers 0 to 6 over `upstream`, which puts the
+/// credentials on the request itself.
 pub fn gateway_stack_over<D, S>(parts: &StackParts, upstream: S) -> ChatService
 where
     D: DialectApi,
@@ -104,7 +112,6 @@ where
         .layer(ModelNameLayer::new(parts.catalog.clone()))
         .layer(TranslateLayer::<D>::new(parts.translate.clone()))
         .layer(RetryLayer::new(parts.retry.clone()))
-        .layer(KiroAuthLayer::new(parts.tokens.clone()))
         .service(upstream);
     BoxCloneSyncService::new(svc)
 }

@@ -21,6 +21,7 @@ use tower_service::Service;
 
 use super::capture::CaptureHandle;
 use super::metrics::RequestRecord;
+use crate::accounts::{ConversationKey, KiroBody};
 use crate::api::conversation::{self, BuildOptions, Conversation};
 use crate::api::thinking::{self, ReasoningAsk, ReasoningMode, ThinkingDefaults, ThinkingMode};
 use crate::api::usage::{estimate_request, UsageTracker};
@@ -88,6 +89,10 @@ pub struct TranslateConfig {
     pub open_streams: crate::api::StreamGauge,
     /// Finished Responses-API responses, for `previous_response_id` and `GET`.
     pub responses: Arc<crate::api::responses::ResponseStore>,
+    /// Several accounts below: each request carries its [`ConversationKey`] and its typed
+    /// [`KiroBody`], so the pool can keep a conversation on one account and give an account
+    /// with another profile ARN or protocol its own body.
+    pub pooled: bool,
 }
 
 /// See the module docs.
@@ -155,6 +160,29 @@ pub struct Prepared {
     pub without_reasoning: Option<Bytes>,
     /// Client messages dropped to fit the payload limit (`AUTO_TRIM_PAYLOAD`).
     pub trimmed_messages: usize,
+    /// With [`TranslateConfig::pooled`]: the typed requests `body` and `without_reasoning`
+    /// were serialised from, and the conversation's key (system prompt and first user
+    /// message).
+    pub pooled: Option<PooledParts>,
+}
+
+/// See [`Prepared::pooled`].
+#[derive(Debug, Clone)]
+pub struct PooledParts {
+    pub body: KiroBody,
+    pub without_reasoning: Option<KiroBody>,
+    pub key: ConversationKey,
+}
+
+/// A conversation's key from its system prompt and first user message, which every later
+/// turn repeats.
+fn conversation_key(conv: &Conversation) -> ConversationKey {
+    let first = conv
+        .messages
+        .iter()
+        .find(|m| m.role == crate::api::conversation::Role::User)
+        .map_or("", |m| m.text.as_str());
+    ConversationKey::of(&[conv.system.as_bytes(), first.as_bytes()])
 }
 
 /// `additionalModelRequestFields` for this request, or `None` for prompt tags.
@@ -182,6 +210,7 @@ pub fn prepare<D: DialectApi>(
     cfg: &TranslateConfig,
 ) -> Result<Prepared, GatewayError> {
     let mut conv = D::conversation(body)?;
+    let key = cfg.pooled.then(|| conversation_key(&conv));
     let ask = D::reasoning(body, cfg.thinking);
     let native = ask
         .as_ref()
@@ -251,6 +280,11 @@ pub fn prepare<D: DialectApi>(
     let estimate = estimate_request(&kiro_req);
     let mut without_reasoning = None;
     let mut stripped = false;
+    // the typed body must be the one sent first: copied only when stripping will change it
+    let signed_history = kiro_req.conversation_state.history.iter().any(|h| {
+        matches!(h, kiro::types::HistoryMessage::AssistantResponseMessage(a) if a.reasoning_content.is_some())
+    });
+    let first = (key.is_some() && signed_history).then(|| kiro_req.clone());
     for h in &mut kiro_req.conversation_state.history {
         if let kiro::types::HistoryMessage::AssistantResponseMessage(a) = h {
             stripped |= a.reasoning_content.take().is_some();
@@ -259,7 +293,23 @@ pub fn prepare<D: DialectApi>(
     if stripped {
         without_reasoning = Some(Bytes::from(serialise(&kiro_req)?));
     }
+    let pooled = key.map(|key| {
+        let (body, without) = match first {
+            Some(first) => (first, Some(kiro_req)),
+            None => (kiro_req, None),
+        };
+        PooledParts {
+            body: KiroBody {
+                request: Arc::new(body),
+            },
+            without_reasoning: without.map(|r| KiroBody {
+                request: Arc::new(r),
+            }),
+            key,
+        }
+    });
     Ok(Prepared {
+        pooled,
         body: Bytes::from(bytes),
         prompt_estimate: estimate,
         thinking: prompt_thinking,
@@ -362,11 +412,36 @@ where
             if let Some(r) = &record {
                 r.set_model(&resolved.kiro_id);
             }
-            // the layers below (retry, auth) count attempts and retries into the record
-            let upstream_request = |bytes: Bytes| {
+            let session = ConversationKey::from_headers(&parts.headers);
+            let client = parts
+                .extensions
+                .get::<crate::layers::ClientName>()
+                .map(|c| c.0.clone());
+            // the layers below (retry, pool, auth) count attempts and retries into the record;
+            // the pool reads the conversation key and the typed body
+            let upstream_request = |bytes: Bytes, pooled: Option<(&PooledParts, bool)>| {
                 let mut g = GenerateRequest::new(bytes);
                 if let Some(r) = &record {
                     g.extensions.insert(r.clone());
+                }
+                if let Some((p, retry)) = pooled {
+                    let key = session.unwrap_or(p.key);
+                    let client = client.as_deref().unwrap_or("");
+                    g.extensions.insert(ConversationKey::of(&[
+                        client.as_bytes(),
+                        &key.0.to_le_bytes(),
+                    ]));
+                    let body = if retry {
+                        p.without_reasoning.as_ref()
+                    } else {
+                        Some(&p.body)
+                    };
+                    if let Some(b) = body {
+                        g.extensions.insert(b.clone());
+                    }
+                    if let Some(c) = &capture {
+                        g.extensions.insert(c.clone());
+                    }
                 }
                 g
             };
@@ -383,7 +458,8 @@ where
                 c.set_kiro_body(&bytes);
             }
             tracing::debug!(model = %resolved.kiro_id, bytes = bytes.len(), stream = D::is_stream(&body), "calling Kiro");
-            let upstream = upstream_request(bytes);
+            let pooled = prepared.pooled.as_ref();
+            let upstream = upstream_request(bytes, pooled.map(|p| (p, false)));
             let mut result = inner.call(upstream).await;
             let refused = matches!(&result, Err(kiro::Error::Status(s)) if s.status == http::StatusCode::BAD_REQUEST);
             if let (true, Some(retry)) = (refused, prepared.without_reasoning.clone()) {
@@ -396,7 +472,9 @@ where
                         c.set_kiro_body(&retry);
                     }
                     let mut inner2 = inner.clone();
-                    result = inner2.call(upstream_request(retry)).await;
+                    result = inner2
+                        .call(upstream_request(retry, pooled.map(|p| (p, true))))
+                        .await;
                 }
             }
             let resp = match result {
