@@ -987,30 +987,15 @@ impl Service<GenerateRequest> for AccountPool {
                 if let Some(r) = &record {
                     r.set_account(&account.name);
                 }
-                let mut attempt = req.clone();
-                if let Some(b) = &body {
-                    if let Some(bytes) =
-                        b.for_account(account.profile_arn().as_deref(), account.origin)
-                    {
-                        attempt.body = bytes?;
-                        if let Some(c) = &capture {
-                            c.set_kiro_body(&attempt.body);
-                        }
-                    }
-                }
-                if pooled {
-                    if let Some(c) = &capture {
-                        c.log(&format!("account {}", account.name));
-                    }
-                }
                 account.requests.fetch_add(1, Ordering::Relaxed);
-                let result = account.service.clone().oneshot(attempt).await;
-                // with somewhere to fail over to, an error in place of the first event counts
-                // as the attempt's failure (nothing has gone up yet)
-                let result = match result {
-                    Ok(resp) if pooled => first_event(resp).await,
-                    other => other,
-                };
+                let result = attempt_on(
+                    &account,
+                    req.clone(),
+                    body.as_ref(),
+                    capture.as_ref(),
+                    pooled,
+                )
+                .await;
                 match result {
                     Ok(resp) => {
                         if lease.probe || account.state() != AccountState::Ok {
@@ -1040,6 +1025,40 @@ impl Service<GenerateRequest> for AccountPool {
                 }
             }
         })
+    }
+}
+
+/// One attempt on `account`: its body fitted to the account when needed, then its service
+/// called; with somewhere to fail over to, an error in place of the first event counts as the
+/// attempt's failure (nothing has gone up yet).
+async fn attempt_on(
+    account: &Account,
+    mut req: GenerateRequest,
+    body: Option<&KiroBody>,
+    capture: Option<&CaptureHandle>,
+    pooled: bool,
+) -> Result<GenerateResponse, Error> {
+    if let (Some(b), Some(tokens)) = (body, account.tokens()) {
+        // the profile ARN may only be known once the account has its first token (a desktop
+        // refresh returns it): get that first; a refused refresh is this account's failure
+        tokens.access_token().await?;
+        if let Some(bytes) = b.for_account(account.profile_arn().as_deref(), account.origin) {
+            req.body = bytes?;
+            if let Some(c) = capture {
+                c.set_kiro_body(&req.body);
+            }
+        }
+    }
+    if pooled {
+        if let Some(c) = capture {
+            c.log(&format!("account {}", account.name));
+        }
+    }
+    let resp = account.service.clone().oneshot(req).await?;
+    if pooled {
+        first_event(resp).await
+    } else {
+        Ok(resp)
     }
 }
 

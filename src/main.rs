@@ -104,6 +104,24 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
         }
         Err(_) => tracing::warn!("loading the model catalogue timed out; using the built-in list"),
     }
+    // the other accounts' credentials are tried now, so a bad one shows at startup, not at
+    // its first request
+    for account in gateway.parts.accounts.accounts().iter().skip(1) {
+        let Some(tokens) = account.tokens() else {
+            continue;
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(15), tokens.access_token()).await
+        {
+            Ok(Ok(_)) => tracing::info!(account = account.name(), "account ready"),
+            Ok(Err(e)) => {
+                tracing::warn!(account = account.name(), error = %e, "account cannot get a token; it is tried again on use")
+            }
+            Err(_) => tracing::warn!(
+                account = account.name(),
+                "account token timed out; it is tried again on use"
+            ),
+        }
+    }
     let listener = tokio::net::TcpListener::bind(valid.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", valid.addr))?;

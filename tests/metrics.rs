@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{start, start_with, Running};
+use common::{sample, start, start_with, Running};
 use http::StatusCode;
 use http_body_util::Full;
 use kiro_gateway::config::ClientKeyConfig;
@@ -16,39 +16,6 @@ use serde_json::{json, Value};
 
 const BAD_TOKEN: &str =
     r#"{"message":"The bearer token included in the request is invalid.","reason":null}"#;
-
-/// Sum of the samples of `name` whose labels include all of `want`.
-fn sample(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    let mut total = 0.0;
-    let mut seen = false;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
-            match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            }
-        } else if let Some(v) = rest.strip_prefix(' ') {
-            ("", v)
-        } else {
-            continue;
-        };
-        let has = |k: &str, v: &str| labels.contains(&format!("{k}=\"{v}\""));
-        if want.iter().all(|(k, v)| has(k, v)) {
-            total += value.trim().parse::<f64>().unwrap();
-            seen = true;
-        }
-    }
-    if !seen {
-        return f64::NAN;
-    }
-    total
-}
 
 async fn scrape(r: &Running) -> String {
     let (s, h, b) = r.send(r.req("GET", "/metrics", "")).await;

@@ -197,3 +197,37 @@ impl Running {
             .await
     }
 }
+
+/// Sum of the samples of the Prometheus metric `name` in `text` whose labels include all of
+/// `want` (NaN when there is none).
+pub fn sample(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    let mut total = 0.0;
+    let mut seen = false;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+            match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if let Some(v) = rest.strip_prefix(' ') {
+            ("", v)
+        } else {
+            continue;
+        };
+        let has = |k: &str, v: &str| labels.contains(&format!("{k}=\"{v}\""));
+        if want.iter().all(|(k, v)| has(k, v)) {
+            total += value.trim().parse::<f64>().unwrap();
+            seen = true;
+        }
+    }
+    if !seen {
+        return f64::NAN;
+    }
+    total
+}
