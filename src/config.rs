@@ -101,7 +101,7 @@ pub struct Config {
     /// `SERVER_PORT`
     pub port: u16,
     /// `PROXY_API_KEY`: the key clients must send. Empty: no check (loopback only).
-    pub proxy_api_key: String,
+    pub proxy_api_key: Secret,
     /// `[[api_keys]]`: more client keys, each with a name (metrics, logs) and an optional rate
     /// limit.
     pub api_keys: Vec<ClientKeyConfig>,
@@ -135,7 +135,7 @@ pub struct Config {
     /// `KIRO_CREDS_FILE`
     pub kiro_creds_file: Option<PathBuf>,
     /// `REFRESH_TOKEN`
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     /// `PROFILE_ARN`
     pub profile_arn: Option<String>,
     /// `KIRO_REGION`
@@ -240,7 +240,7 @@ impl Default for Config {
         Config {
             host: "127.0.0.1".into(),
             port: 8000,
-            proxy_api_key: String::new(),
+            proxy_api_key: Secret::new(""),
             api_keys: Vec::new(),
             metrics_api_key: None,
             metrics_public: false,
@@ -413,7 +413,7 @@ impl Config {
         self.kiro_management_url = url.clone();
         self.kiro_desktop_auth_url = url.clone();
         self.kiro_oidc_url = url;
-        self.refresh_token = Some(mock.config().initial_refresh_token.clone());
+        self.refresh_token = Some(Secret::new(mock.config().initial_refresh_token.clone()));
         self.kiro_creds_file = None;
         self.kiro_cli_db_file = None;
     }
@@ -442,7 +442,7 @@ impl Config {
         match name {
             "SERVER_HOST" => self.host = v.to_owned(),
             "SERVER_PORT" => self.port = parse_num(name, v)?,
-            "PROXY_API_KEY" => self.proxy_api_key = v.to_owned(),
+            "PROXY_API_KEY" => self.proxy_api_key = Secret::new(v),
             "METRICS_API_KEY" => self.metrics_api_key = opt(v).map(Secret::new),
             "METRICS_PUBLIC" => self.metrics_public = truthy(v),
             "ADMIN_API_KEY" => self.admin_api_key = opt(v).map(Secret::new),
@@ -454,7 +454,7 @@ impl Config {
             "ACCOUNT_QUOTA_PARK" => self.account_quota_park = v.to_owned(),
             "STICKY_TTL_SECS" => self.sticky_ttl_secs = parse_num(name, v)?,
             "KIRO_CREDS_FILE" => self.kiro_creds_file = opt(v).map(PathBuf::from),
-            "REFRESH_TOKEN" => self.refresh_token = opt(v),
+            "REFRESH_TOKEN" => self.refresh_token = opt(v).map(Secret::new),
             "PROFILE_ARN" => self.profile_arn = opt(v),
             "KIRO_REGION" if !v.is_empty() => self.kiro_region = v.to_owned(),
             "KIRO_CLI_DB_FILE" => self.kiro_cli_db_file = opt(v).map(PathBuf::from),
@@ -562,7 +562,7 @@ impl Config {
         if !self.proxy_api_key.is_empty() {
             keys.push(ClientKey::new(
                 crate::layers::auth::DEFAULT_CLIENT,
-                &self.proxy_api_key,
+                self.proxy_api_key.expose(),
             ));
         }
         for (i, k) in self.api_keys.iter().enumerate() {
@@ -613,7 +613,7 @@ impl Config {
             out.push(AccountSettings {
                 name: crate::layers::metrics::DEFAULT_ACCOUNT.into(),
                 credentials: CredentialSettings {
-                    refresh_token: self.refresh_token.clone().map(Secret::new),
+                    refresh_token: self.refresh_token.clone(),
                     profile_arn: self.profile_arn.clone(),
                     region: Some(self.kiro_region.clone()),
                     creds_file: self.kiro_creds_file.clone(),
@@ -959,7 +959,7 @@ pub struct ValidConfig {
 impl ValidConfig {
     pub fn credentials(&self) -> CredentialSettings {
         CredentialSettings {
-            refresh_token: self.raw.refresh_token.clone().map(Secret::new),
+            refresh_token: self.raw.refresh_token.clone(),
             profile_arn: self.raw.profile_arn.clone(),
             region: Some(self.raw.kiro_region.clone()),
             creds_file: self.raw.kiro_creds_file.clone(),
@@ -1042,7 +1042,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.port, 9100);
         assert_eq!(c.kiro_region, "eu-central-1");
-        assert_eq!(c.refresh_token.as_deref(), Some("tok"));
+        assert_eq!(c.refresh_token.as_ref().map(Secret::expose), Some("tok"));
         let v = c.validate().unwrap();
         assert_eq!(v.debug_mode, DebugMode::Errors);
         let mut bad = Config::default();
@@ -1102,6 +1102,8 @@ mod tests {
     fn the_api_key_is_a_secret_in_debug_output() {
         let mut c = Config::default();
         c.set_env("KIRO_API_KEY", "ksk_supersecret123").unwrap();
+        c.set_env("PROXY_API_KEY", "client-supersecret").unwrap();
+        c.set_env("REFRESH_TOKEN", "refresh-supersecret").unwrap();
         let v = c.validate().unwrap();
         assert!(v.has_credentials());
         assert_eq!(
@@ -1120,5 +1122,99 @@ mod tests {
             from_toml.kiro_api_key.map(|k| k.expose().to_owned()),
             Some("ksk_t".into())
         );
+    }
+
+    #[test]
+    fn accounts_come_from_the_environment_the_tables_and_the_accounts_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("accounts.json");
+        std::fs::write(
+            &json,
+            r#"[{"name": "j1", "refresh_token": "r1", "protocol": "runtime", "profile_arn": "arn:x"},
+                {"name": "j2", "kiro_api_key": "ksk_j2", "weight": 3}]"#,
+        )
+        .unwrap();
+        let toml_file = dir.path().join("accounts.toml");
+        std::fs::write(
+            &toml_file,
+            "[[accounts]]\nname = \"t1\"\nrefresh_token = \"r\"\nregion = \"eu-central-1\"\nproxy = \"http://127.0.0.1:3128\"\n",
+        )
+        .unwrap();
+        let mut c = Config::from_toml(
+            "[[accounts]]\nname = \"team-a\"\nkiro_creds_file = \"/x/creds.json\"\npriority = 2\nkiro_api_url = \"http://127.0.0.1:9\"\n",
+            "c",
+        )
+        .unwrap();
+        c.set_env("REFRESH_TOKEN", "env-token").unwrap();
+        c.set_env("KIRO_ACCOUNTS_FILE", &json.display().to_string())
+            .unwrap();
+        let v = c.validate().unwrap();
+        let names: Vec<&str> = v.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["default", "team-a", "j1", "j2"]);
+        assert_eq!(v.accounts[1].priority, 2);
+        assert_eq!(v.accounts[1].endpoints.api_url, "http://127.0.0.1:9");
+        assert_eq!(v.accounts[2].protocol, crate::kiro::ApiProtocol::Runtime);
+        assert!(v.accounts[2].endpoints.api_url.contains("kiro.dev"));
+        assert_eq!(v.accounts[3].weight, 3);
+        // the secrets stay secrets in debug output
+        let text = format!("{v:?}");
+        assert!(
+            !text.contains("ksk_j2") && !text.contains("env-token"),
+            "{text}"
+        );
+
+        c.kiro_accounts_file = Some(toml_file);
+        let v = c.validate().unwrap();
+        let t1 = v.accounts.iter().find(|a| a.name == "t1").unwrap();
+        assert_eq!(t1.credentials.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(t1.proxy.as_deref(), Some("http://127.0.0.1:3128"));
+    }
+
+    #[test]
+    fn bad_accounts_are_refused_with_their_place() {
+        let check = |toml_text: &str, env: bool, want: &str| {
+            let mut c = Config::from_toml(toml_text, "c").unwrap();
+            if env {
+                c.set_env("REFRESH_TOKEN", "t").unwrap();
+            }
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        };
+        check("[[accounts]]\nname = \"a\"\n", false, "has no credentials");
+        check(
+            "[[accounts]]\nname = \"default\"\nrefresh_token = \"x\"\n",
+            true,
+            "used twice",
+        );
+        check(
+            "[[accounts]]\nname = \"a b\"\nrefresh_token = \"x\"\n",
+            false,
+            "may only hold",
+        );
+        check(
+            "[[accounts]]\nname = \"a\"\nrefresh_token = \"x\"\nweight = 0\n",
+            false,
+            "weight",
+        );
+        check(
+            "[[accounts]]\nname = \"a\"\nrefresh_token = \"x\"\nprotocol = \"grpc\"\n",
+            false,
+            "accounts[0]",
+        );
+        check(
+            "account_selection = \"random\"\n",
+            true,
+            "ACCOUNT_SELECTION",
+        );
+        check(
+            "account_quota_park = \"weekly\"\n",
+            true,
+            "ACCOUNT_QUOTA_PARK",
+        );
+        // the tables alone are credentials enough
+        let c =
+            Config::from_toml("[[accounts]]\nname = \"a\"\nrefresh_token = \"x\"\n", "c").unwrap();
+        assert!(c.validate().unwrap().has_credentials());
+        assert!(!Config::default().validate().unwrap().has_credentials());
     }
 }

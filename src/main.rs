@@ -152,7 +152,11 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
         let key_header = if valid.raw.proxy_api_key.is_empty() {
             String::new()
         } else {
-            format!(" -H 'Authorization: Bearer {}'", valid.raw.proxy_api_key)
+            // the demo's own key, printed so the example command works as pasted
+            format!(
+                " -H 'Authorization: Bearer {}'",
+                valid.raw.proxy_api_key.expose()
+            )
         };
         println!(
             "kiro-gateway demo (offline mock upstream, not a real model) on http://{addr}\n\ntry:\n  curl -s http://{addr}/v1/chat/completions -H 'Content-Type: application/json'{key_header} -d '{{\"model\":\"claude-sonnet-4-5\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n"

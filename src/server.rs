@@ -52,6 +52,33 @@ pub struct Gateway {
     pub admin_key: Option<[u8; 32]>,
 }
 
+/// One account's model list.
+async fn list_models_of(
+    tokens: &TokenManager,
+    client: &KiroClient,
+) -> Result<Vec<crate::kiro::types::ModelInfo>, GatewayError> {
+    let token = tokens.access_token().await?;
+    let list = client
+        .list_models_as(
+            &token.token,
+            tokens.bearer_kind(),
+            tokens.profile_arn_for_requests().as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            // an API key has no refresh to fall back on: say it is the key
+            kiro::Error::Status(s)
+                if tokens.bearer_kind() == BearerKind::ApiKey
+                    && s.status == StatusCode::FORBIDDEN
+                    && !s.is_suspended() =>
+            {
+                kiro::Error::Auth(TokenManager::api_key_refused(403, s.message.clone()))
+            }
+            other => other,
+        })?;
+    Ok(list.models)
+}
+
 /// One account's token manager and client, from its settings.
 fn build_account(
     cfg: &ValidConfig,
@@ -210,32 +237,28 @@ impl Gateway {
         })
     }
 
-    /// Fetch the model list now; on failure the current (fallback) list stays.
+    /// Fetch the model list now, from the first account that answers (in configuration
+    /// order); on failure the current (fallback) list stays and the first account's error is
+    /// returned.
     pub async fn refresh_models(&self) -> Result<usize, GatewayError> {
-        let p = &self.parts;
-        let token = p.tokens.access_token().await?;
-        let list = p
-            .client
-            .list_models_as(
-                &token.token,
-                p.tokens.bearer_kind(),
-                p.tokens.profile_arn_for_requests().as_deref(),
-            )
-            .await
-            .map_err(|e| match e {
-                // an API key has no refresh to fall back on: say it is the key
-                kiro::Error::Status(s)
-                    if p.tokens.bearer_kind() == BearerKind::ApiKey
-                        && s.status == StatusCode::FORBIDDEN
-                        && !s.is_suspended() =>
-                {
-                    kiro::Error::Auth(TokenManager::api_key_refused(403, s.message.clone()))
+        let mut first_err = None;
+        for a in self.parts.accounts.accounts() {
+            let (Some(tokens), Some(client)) = (a.tokens(), a.client()) else {
+                continue;
+            };
+            match list_models_of(tokens, client).await {
+                Ok(models) => {
+                    let n = models.len();
+                    self.parts.catalog.set_models(models);
+                    return Ok(n);
                 }
-                other => other,
-            })?;
-        let n = list.models.len();
-        p.catalog.set_models(list.models);
-        Ok(n)
+                Err(e) => {
+                    tracing::debug!(account = a.name(), error = %e, "model list failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| GatewayError::internal("no account to list models with")))
     }
 
     /// Refresh the catalogue every TTL until `cancel` fires.

@@ -386,3 +386,46 @@ async fn the_account_routes_need_their_keys() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&body).contains("ADMIN_API_KEY"));
 }
+
+#[tokio::test]
+async fn a_suspended_account_and_a_refused_refresh_move_on_and_show_why() {
+    let suspended = MockKiro::start(mock_cfg("S")).await.unwrap();
+    suspended.fail_next(
+        10,
+        403,
+        r#"{"message":"Your account is temporarily suspended.","reason":"TEMPORARILY_SUSPENDED"}"#,
+    );
+    let revoked = MockKiro::start(mock_cfg("R")).await.unwrap();
+    revoked.revoke_refresh_token();
+    let r = gateway("A", &[("s", &suspended), ("r", &revoked)], |cfg| {
+        cfg.account_selection = "priority".into();
+        // s first, then r, then default
+        cfg.accounts[0].priority = -2;
+        cfg.accounts[1].priority = -1;
+    })
+    .await;
+    for i in 0..3 {
+        let (s, _, b) = r
+            .chat(json!({"model": "claude-sonnet-4-5",
+                         "messages": [{"role": "user", "content": format!("q{i}")}]}))
+            .await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    // the suspended account was asked once and never refreshed: a refresh cannot fix it
+    assert_eq!(suspended.generate_calls(), 1);
+    assert_eq!(suspended.desktop_refreshes(), 1);
+    // the refused refresh was not retried in a loop either
+    assert_eq!(revoked.generate_calls(), 0);
+    assert_eq!(r.mock.generate_calls(), 3);
+    let list = accounts(&r).await;
+    assert_eq!(state_of(&list, "s")["state"], "suspended");
+    assert!(state_of(&list, "s")["retry_at"].is_null());
+    let rf = state_of(&list, "r");
+    assert_eq!(rf["state"], "refresh-failing");
+    assert!(
+        rf["last_error"].as_str().unwrap().contains("refused"),
+        "{rf}"
+    );
+    assert!(rf["retry_in_secs"].as_u64().unwrap() <= 30);
+    assert_eq!(state_of(&list, "default")["state"], "ok");
+}
