@@ -15,10 +15,10 @@
 //! **Stickiness.** A conversation keeps its account while that account can serve, so the
 //! service-side context and any prompt caching stay in one place. The key
 //! ([`ConversationKey`]) is, in this order: the client's session header
-//! (`x-session-id`, `x-claude-code-session-id`, Codex's `session_id`), the Responses API's
-//! `prompt_cache_key`, else a hash of the client key's name, the system prompt and the first
-//! user message (which every later turn of the same conversation repeats). Bindings are
-//! forgotten after [`PoolConfig::sticky_ttl`] without use.
+//! (`x-session-id`, `x-claude-code-session-id`, Codex's `session_id`), else a hash of the
+//! system prompt and the first user message (which every later turn of the same conversation
+//! repeats); either way with the client key's name. Bindings are forgotten after
+//! [`PoolConfig::sticky_ttl`] without use.
 //!
 //! **Failover and circuit breaking.** Before any event has reached the layers above (the pool
 //! looks at the first event itself), an attempt that meets a used-up monthly quota, a throttle,
@@ -998,16 +998,17 @@ impl Service<GenerateRequest> for AccountPool {
                 .await;
                 match result {
                     Ok(resp) => {
-                        if lease.probe || account.state() != AccountState::Ok {
+                        {
+                            // it answered: whatever it was (a probe, a single account's
+                            // quota or suspension that has ended), it works now
                             let mut h = lock(&account.health);
-                            h.probing = false;
-                            if h.state != AccountState::Ok
-                                && h.until.is_some_and(|t| Instant::now() >= t)
-                            {
+                            h.failures = 0;
+                            if lease.probe {
+                                h.probing = false;
+                            }
+                            if h.state != AccountState::Ok {
                                 recover(&mut h, &account.name);
                             }
-                        } else {
-                            lock(&account.health).failures = 0;
                         }
                         lease.probe = false;
                         return Ok(metered(resp, lease));
@@ -1326,6 +1327,25 @@ mod tests {
         }
         assert_eq!(c.load(Ordering::SeqCst), 3);
         assert_eq!(p.snapshot()[0].state, "ok");
+    }
+
+    #[tokio::test]
+    async fn a_single_account_is_parked_for_health_and_back_on_its_next_success() {
+        fn quota_once(n: u64) -> Result<(), Error> {
+            if n == 0 {
+                quota(n)
+            } else {
+                Ok(())
+            }
+        }
+        let p = AccountPool::single(fake("default", Arc::new(AtomicU64::new(0)), quota_once));
+        assert!(send(&p, None).await.is_err());
+        assert_eq!(p.snapshot()[0].state, "parked");
+        assert!(!p.can_serve(), "/health says so");
+        // requests still go to it (there is no other), and an answer ends the parking
+        assert!(send(&p, None).await.is_ok());
+        assert_eq!(p.snapshot()[0].state, "ok");
+        assert!(p.can_serve());
     }
 
     #[test]
