@@ -42,6 +42,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::time::Duration::from_secs(5),
         tokio_util::sync::CancellationToken::new(),
     ));
+    // the per-minute history behind /llm/dashboard's charts
+    tokio::spawn(gateway.traffic.clone().sample_every_minute(
+        gateway.metrics.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://127.0.0.1:3000 (gateway under /llm)");
     axum::serve(listener, app(&gateway)).await?;

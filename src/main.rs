@@ -140,6 +140,13 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
             .clone()
             .upkeep_every(std::time::Duration::from_secs(5), shutdown.clone()),
     );
+    // per-minute snapshots of the metrics for the dashboard's charts; awaited below
+    let sampler = tokio::spawn(
+        gateway
+            .traffic
+            .clone()
+            .sample_every_minute(gateway.metrics.clone(), shutdown.clone()),
+    );
     let signal = shutdown.clone();
     // turns Ctrl-C / SIGTERM into the shutdown token; ends with the process
     tokio::spawn(async move {
@@ -180,6 +187,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
     shutdown.cancel();
     let _ = refresher.await;
     let _ = upkeep.await;
+    let _ = sampler.await;
     Ok(())
 }
 

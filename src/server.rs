@@ -50,6 +50,9 @@ pub struct Gateway {
     pub metrics_access: MetricsAccess,
     /// SHA-256 of `ADMIN_API_KEY` (`None`: the admin routes answer 403).
     pub admin_key: Option<[u8; 32]>,
+    /// Per-minute history of the metrics, for the dashboard's charts (sampled by
+    /// [`Traffic::sample_every_minute`](crate::dashboard::Traffic::sample_every_minute)).
+    pub traffic: crate::dashboard::Traffic,
 }
 
 /// One account's model list.
@@ -229,6 +232,7 @@ impl Gateway {
         };
         Ok(Gateway {
             admin_key: cfg.admin_key,
+            traffic: crate::dashboard::Traffic::new(),
             parts,
             started: SystemTime::now(),
             cors_origins: raw.cors_allow_origins.clone(),
@@ -320,14 +324,21 @@ impl Gateway {
             .route("/", get(root))
             .route("/health", get(health))
             .route("/metrics", get(metrics_text))
-            .route(
-                "/health/accounts",
-                get(health_accounts).route_layer(self.parts.api_keys.clone()),
-            )
+            .route("/health/accounts", get(health_accounts))
             .route(
                 "/admin/accounts/{name}/reset",
                 axum::routing::post(reset_account).fallback(method_not_allowed),
             )
+            .route("/admin/stats", get(admin_stats))
+            .route(
+                "/admin/check",
+                axum::routing::post(admin_check).fallback(method_not_allowed),
+            )
+            .route(
+                "/admin/models/reload",
+                axum::routing::post(reload_models).fallback(method_not_allowed),
+            )
+            .route("/dashboard", get(dashboard_page))
             .merge(v1)
             // unknown routes say 404 only to a client with the key: without it nothing but
             // `/` and `/health` answers anything but 401
@@ -473,10 +484,24 @@ async fn health(State(gw): State<Gateway>) -> Response<Body> {
     r
 }
 
-/// `GET /health/accounts` (behind the client key): every account's state and figures.
-async fn health_accounts(State(gw): State<Gateway>) -> impl IntoResponse {
+/// `GET /health/accounts` (behind the client key or the admin key): every account's state and
+/// figures.
+async fn health_accounts(State(gw): State<Gateway>, req: Request<Body>) -> Response<Body> {
+    let admin = gw
+        .admin_key
+        .as_ref()
+        .is_some_and(|d| bearer_matches(req.headers(), d));
+    if !admin && !gw.parts.api_keys.accepts(&req) {
+        return Dialect::OpenAi.error_response(&GatewayError::unauthorized(
+            "Invalid or missing API key. Use Authorization: Bearer <key>.",
+        ));
+    }
+    axum::Json(accounts_json(&gw)).into_response()
+}
+
+fn accounts_json(gw: &Gateway) -> serde_json::Value {
     let pool = &gw.parts.accounts;
-    axum::Json(json!({
+    json!({
         "selection": match pool.config().strategy {
             crate::accounts::Strategy::Priority => "priority",
             crate::accounts::Strategy::RoundRobin => "round_robin",
@@ -484,7 +509,107 @@ async fn health_accounts(State(gw): State<Gateway>) -> impl IntoResponse {
         },
         "can_serve": pool.can_serve(),
         "accounts": pool.snapshot(),
+    })
+}
+
+/// `GET /dashboard`: the operator page (static: it holds no data and no secret; it asks for
+/// the admin key and reads the admin APIs with it).
+async fn dashboard_page() -> Response<Body> {
+    let mut r = Response::new(Body::from(crate::dashboard::PAGE));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(crate::dashboard::content_security_policy()) {
+        h.insert(http::header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        http::header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// `GET /admin/stats` (admin key): what the dashboard shows besides the accounts: version,
+/// uptime, upstream, the last hour per minute, the last failed requests, the model catalogue.
+async fn admin_stats(State(gw): State<Gateway>, headers: http::HeaderMap) -> Response<Body> {
+    if let Some(r) = admin_refusal(&gw, &headers) {
+        return r;
+    }
+    let catalog = &gw.parts.catalog;
+    let models: Vec<_> = catalog
+        .listed_ids()
+        .iter()
+        .map(|id| {
+            let limits = catalog.limits(id);
+            json!({
+                "id": id,
+                "context_length": limits.as_ref().and_then(|l| l.max_input_tokens),
+                "max_output_tokens": limits.as_ref().and_then(|l| l.max_output_tokens),
+            })
+        })
+        .collect();
+    let primary = gw.parts.accounts.primary();
+    let mut r = axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": crate::auth::source::format_expiry(gw.started),
+        "uptime_secs": gw.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        "protocol": gw.parts.client.config().protocol.as_str(),
+        "region": primary.tokens().map(|t| t.api_region().to_owned()),
+        "open_streams": gw.parts.translate.open_streams.get(),
+        "traffic": gw.traffic.series(&gw.metrics),
+        "failures": gw.metrics.recent_failures(),
+        "models": {
+            "source": match catalog.source() {
+                crate::models::CatalogSource::Upstream => "upstream",
+                crate::models::CatalogSource::Fallback => "fallback",
+            },
+            "age_secs": catalog.age().map(|a| a.as_secs()),
+            "models": models,
+        },
     }))
+    .into_response();
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// `POST /admin/check`: whether the bearer is the admin key, as `{"admin": bool}` with 200
+/// either way (the dashboard's sign-in asks it, so a mistyped key is not a failed request in
+/// the browser's console). It tells no more than a 401 from any admin route would.
+async fn admin_check(State(gw): State<Gateway>, headers: http::HeaderMap) -> Response<Body> {
+    let configured = gw.admin_key.is_some();
+    let admin = gw
+        .admin_key
+        .as_ref()
+        .is_some_and(|d| bearer_matches(&headers, d));
+    axum::Json(json!({"admin": admin, "configured": configured})).into_response()
+}
+
+/// `POST /admin/models/reload` (admin key): fetch the model catalogue now.
+async fn reload_models(State(gw): State<Gateway>, headers: http::HeaderMap) -> Response<Body> {
+    if let Some(r) = admin_refusal(&gw, &headers) {
+        return r;
+    }
+    match gw.refresh_models().await {
+        Ok(n) => axum::Json(json!({"models": n})).into_response(),
+        Err(e) => Dialect::OpenAi.error_response(&e),
+    }
 }
 
 /// A bearer checked in constant time against a SHA-256 digest.

@@ -216,6 +216,11 @@ impl RequestRecord {
         self.0.client.get().map_or(NO_CLIENT, |c| c)
     }
 
+    /// The account the request went to, if it reached one.
+    pub fn account_if_any(&self) -> Option<Arc<str>> {
+        self.tallies().last().and_then(|t| t.account.clone())
+    }
+
     /// The account that served the request (the last one an attempt went to).
     pub fn account(&self) -> Arc<str> {
         self.tallies()
@@ -266,6 +271,26 @@ pub struct Metrics {
 struct MetricsInner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// The last [`RECENT_FAILURES`] answers with an error status, oldest first.
+    failures: std::sync::Mutex<std::collections::VecDeque<FailureRecord>>,
+}
+
+/// How many failed requests [`Metrics::recent_failures`] keeps.
+pub const RECENT_FAILURES: usize = 20;
+
+/// A request answered with an error status, for the dashboard: where, who, and the error's
+/// message (the gateway's own wording, never a prompt, a token or a key).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailureRecord {
+    /// RFC 3339.
+    pub at: String,
+    pub route: &'static str,
+    pub model: String,
+    /// Empty when the request never reached an account of a pool (refused before, say).
+    pub account: String,
+    pub client: String,
+    pub status: u16,
+    pub message: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -297,7 +322,11 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let m = Metrics {
-            inner: Arc::new(MetricsInner { recorder, handle }),
+            inner: Arc::new(MetricsInner {
+                recorder,
+                handle,
+                failures: Default::default(),
+            }),
         };
         m.describe();
         m
@@ -425,6 +454,51 @@ impl Metrics {
                 self.gauge(names::ACCOUNT_STATE, labels).set(v);
             }
         }
+    }
+
+    /// The last failed requests, newest first.
+    pub fn recent_failures(&self) -> Vec<FailureRecord> {
+        let f = self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.iter().rev().cloned().collect()
+    }
+
+    /// Keep a failed request (only answers with an error status come here: nothing is kept
+    /// for a successful one).
+    fn note_failure(&self, route: &RouteMetrics, rec: &RequestRecord, status: u16, message: &str) {
+        let mut message = message.to_owned();
+        if message.len() > 500 {
+            let mut cut = 500;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let record = FailureRecord {
+            at: crate::auth::source::format_expiry(std::time::SystemTime::now()),
+            route: route.route,
+            model: rec.model().to_owned(),
+            account: rec
+                .account_if_any()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            client: rec.client().to_owned(),
+            status,
+            message,
+        };
+        let mut f = self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.len() >= RECENT_FAILURES {
+            f.pop_front();
+        }
+        f.push_back(record);
     }
 
     /// Everything recorded, in the Prometheus text format.
@@ -645,6 +719,21 @@ where
             p.route.streams.increment(1.0);
         }
         let (parts, body) = resp.into_parts();
+        if parts.status.as_u16() >= 400 {
+            let message = parts
+                .extensions
+                .get::<crate::error::GatewayError>()
+                .map(|e| e.message.clone())
+                .unwrap_or_else(|| {
+                    parts
+                        .status
+                        .canonical_reason()
+                        .unwrap_or("error")
+                        .to_owned()
+                });
+            p.metrics
+                .note_failure(&p.route, &p.record, parts.status.as_u16(), &message);
+        }
         let end = body_end(&body);
         let mut body = MetricsBody {
             inner: body,
