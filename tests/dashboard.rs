@@ -140,3 +140,23 @@ async fn stats_follow_the_requests_made() {
     assert_eq!(s, 200);
     assert!(v["models"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_its_200_is_among_the_failures() {
+    use kiro_gateway::mock::{Fault, Reply, Script};
+    let r = with_admin().await;
+    r.mock.push_reply(Reply::Stream(
+        Script::text("a long answer cut short", 3).fault(Fault::BadCrcAt(4)),
+    ));
+    let (s, _, body) = r
+        .chat(json!({"model": "claude-sonnet-4-5", "stream": true,
+                     "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(s, 200);
+    assert!(!String::from_utf8_lossy(&body).contains("[DONE]"));
+    let (_, v) = admin(&r, "GET", "/admin/stats", Some(ADMIN)).await;
+    let f = &v["failures"][0];
+    assert_eq!(f["status"], 502, "{v}");
+    assert_eq!(f["account"], "default");
+    assert!(f["message"].as_str().unwrap().contains("corrupt"), "{f}");
+}

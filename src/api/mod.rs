@@ -324,7 +324,12 @@ pub struct SseBody<E> {
     /// fires when the server gives up waiting for streams at shutdown
     closing: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     _counted: Option<GaugeGuard>,
+    /// told of a failure after the response started (once)
+    on_failure: Option<FailureHook>,
 }
+
+/// Called with the error a stream ended on after its response had started.
+pub type FailureHook = Box<dyn FnOnce(&GatewayError) + Send + Sync>;
 
 impl<E: Encoder + Unpin> SseBody<E> {
     pub fn new(events: KiroEvents, encoder: E) -> Self {
@@ -337,6 +342,7 @@ impl<E: Encoder + Unpin> SseBody<E> {
             idle: Box::pin(tokio::time::sleep(KEEPALIVE_INTERVAL)),
             closing: None,
             _counted: None,
+            on_failure: None,
         }
     }
 
@@ -345,6 +351,19 @@ impl<E: Encoder + Unpin> SseBody<E> {
         gauge.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self._counted = Some(GaugeGuard(gauge.clone()));
         self
+    }
+
+    /// Tell `hook` the error the stream ends on, if it ends on one (after the response
+    /// started, so its status said 200).
+    pub fn on_failure(mut self, hook: FailureHook) -> Self {
+        self.on_failure = Some(hook);
+        self
+    }
+
+    fn failed(&mut self, e: &GatewayError) {
+        if let Some(hook) = self.on_failure.take() {
+            hook(e);
+        }
     }
 
     /// End the stream with an error event when `token` is cancelled (server shutdown).
@@ -419,8 +438,9 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
                     tracing::warn!(error = %e, "upstream stream failed after the response started");
-                    this.encoder
-                        .on_error(GatewayError::from(e), &mut this.scratch);
+                    let e = GatewayError::from(e);
+                    this.failed(&e);
+                    this.encoder.on_error(e, &mut this.scratch);
                 }
                 Poll::Ready(None) => {
                     this.done = true;
@@ -439,6 +459,7 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                                 "the gateway is shutting down; the answer was cut short",
                             );
                             e.code = Some("gateway_shutdown".into());
+                            this.failed(&e);
                             this.encoder.on_error(e, &mut this.scratch);
                             this.pending.extend(this.scratch.drain(..));
                             continue;

@@ -153,6 +153,8 @@ struct RecordInner {
     usage: UsageReport,
     /// Attempts and retries by account, the current (last) account last.
     tallies: std::sync::Mutex<Vec<Tally>>,
+    /// The error a streamed answer ended on after its 200 (status, message).
+    stream_failure: OnceLock<(u16, String)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -231,6 +233,12 @@ impl RequestRecord {
 
     pub fn model(&self) -> &str {
         self.0.model.get().map_or("unknown", String::as_str)
+    }
+
+    /// A streamed answer failed after its response started (kept for the dashboard's
+    /// failures; the request is still counted under the status it was answered with).
+    pub fn set_stream_failure(&self, status: u16, message: &str) {
+        let _ = self.0.stream_failure.set((status, message.to_owned()));
     }
 
     /// The slot the answer's encoder or folder writes its final usage into.
@@ -779,6 +787,10 @@ impl BodyState {
             p.route.streams.decrement(1.0);
         }
         p.metrics.finish(&p.route, &p.record, self.status);
+        if let Some((status, message)) = p.record.0.stream_failure.get() {
+            p.metrics
+                .note_failure(&p.route, &p.record, *status, message);
+        }
     }
 }
 

@@ -512,10 +512,19 @@ where
                 usage,
             };
             let mut response = if D::is_stream(&body) {
-                SseBody::new(events, D::encoder(&body, meta))
+                let sse = SseBody::new(events, D::encoder(&body, meta))
                     .close_on(cfg.close_streams.clone())
-                    .counted(&cfg.open_streams)
-                    .into_response()
+                    .counted(&cfg.open_streams);
+                let sse = match &record {
+                    Some(r) => {
+                        let r = r.clone();
+                        sse.on_failure(Box::new(move |e: &GatewayError| {
+                            r.set_stream_failure(e.status.as_u16(), &e.message)
+                        }))
+                    }
+                    None => sse,
+                };
+                sse.into_response()
             } else {
                 fold(events, D::folder(&body, meta), D::DIALECT).await
             };
