@@ -148,9 +148,12 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
             .sample_every_minute(gateway.metrics.clone(), shutdown.clone()),
     );
     let signal = shutdown.clone();
+    // registered here, before the gateway says it is ready: a SIGTERM right after that must
+    // find the handler in place (a signal before it would kill the process outright)
+    let signals = Signals::register();
     // turns Ctrl-C / SIGTERM into the shutdown token; ends with the process
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down: finishing in-flight requests");
         signal.cancel();
     });
@@ -191,24 +194,51 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Ctrl-C and SIGTERM, listened for from the moment of [`Signals::register`].
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            if self.term.is_none() && self.int.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                _ = recv(self.int) => {}
+                _ = recv(self.term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
