@@ -518,7 +518,7 @@ fn classify(e: &Error) -> Trip {
             AuthError::Persist { .. } => Trip::None,
             _ => Trip::Refresh,
         },
-        Error::Connect { .. } => Trip::Failure,
+        Error::Connect { .. } | Error::FirstByteTimeout(_) => Trip::Failure,
         _ => match e.stream_exception() {
             Some(x) if x.is_throttling() => {
                 Trip::Throttle(x.retry_after_ms.map(Duration::from_millis))
@@ -971,6 +971,11 @@ impl Service<GenerateRequest> for AccountPool {
             let pooled = pool.is_pooled();
             let mut tried: Vec<usize> = Vec::new();
             loop {
+                let deadline = req
+                    .extensions
+                    .get::<crate::layers::retry::FirstTokenDeadline>()
+                    .map(|d| d.0);
+                let started = Instant::now();
                 let (i, mut lease) = match pool.pick(key, &tried) {
                     Ok(x) => x,
                     Err(down) => {
@@ -988,14 +993,28 @@ impl Service<GenerateRequest> for AccountPool {
                     r.set_account(&account.name);
                 }
                 account.requests.fetch_add(1, Ordering::Relaxed);
-                let result = attempt_on(
+                let attempt = attempt_on(
                     &account,
                     req.clone(),
                     body.as_ref(),
                     capture.as_ref(),
                     pooled,
-                )
-                .await;
+                );
+                // the retry layer gives up on the attempt at this deadline; with other accounts
+                // the pool notices first, so the silence counts against this account
+                let result = match deadline.filter(|_| pooled) {
+                    Some(d) => match tokio::time::timeout_at(d, attempt).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            // counted against this account, but not failed over here: the
+                            // attempt's time is up, the retry layer makes the next one
+                            let e = Error::FirstByteTimeout(d.saturating_duration_since(started));
+                            pool.judge(&mut lease, &e);
+                            return Err(e);
+                        }
+                    },
+                    None => attempt.await,
+                };
                 match result {
                     Ok(resp) => {
                         {
@@ -1327,6 +1346,44 @@ mod tests {
         }
         assert_eq!(c.load(Ordering::SeqCst), 3);
         assert_eq!(p.snapshot()[0].state, "ok");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_account_that_stays_silent_is_counted_and_the_retry_goes_elsewhere() {
+        use crate::layers::{RetryConfig, RetryLayer};
+        use tower_layer::Layer;
+        let hung = tower::service_fn(|_r: GenerateRequest| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Error>(ok())
+        });
+        let p = AccountPool::new(
+            vec![
+                Account::new("hung", BoxCloneSyncService::new(hung)),
+                fake("b", Arc::new(AtomicU64::new(0)), healthy),
+            ],
+            PoolConfig {
+                strategy: Strategy::Priority,
+                failure_threshold: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let svc = RetryLayer::new(RetryConfig {
+            first_token_timeout: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .layer(p.clone());
+        let r = svc
+            .oneshot(GenerateRequest::new(Bytes::from_static(b"{}")))
+            .await;
+        assert!(r.is_ok());
+        let s = p.snapshot();
+        assert_eq!(s[0].state, "cooling");
+        assert!(
+            s[0].last_error.as_deref().unwrap().contains("sent nothing"),
+            "{s:?}"
+        );
+        assert_eq!(s[1].requests, 1);
     }
 
     #[tokio::test]

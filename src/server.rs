@@ -293,13 +293,37 @@ impl Gateway {
         let keyed_405 = || {
             tower_layer::Layer::layer(&self.parts.api_keys, tower::service_fn(method_not_allowed))
         };
+        // the other /v1 routes are counted too (after their key check)
+        let counted =
+            |m: axum::routing::MethodRouter<Gateway>, route: &'static str, d: Dialect| match &self
+                .parts
+                .metrics
+            {
+                Some(metrics) => {
+                    m.layer(crate::layers::MetricsLayer::new(metrics.clone(), route, d))
+                }
+                None => m,
+            };
         let v1 = Router::new()
-            .route("/v1/models", get(list_models))
-            .route("/v1/models/{*id}", get(get_model))
-            .route("/v1/responses/{id}", get(get_response))
+            .route(
+                "/v1/models",
+                counted(get(list_models), "/v1/models", Dialect::OpenAi),
+            )
+            .route(
+                "/v1/models/{*id}",
+                counted(get(get_model), "/v1/models/{id}", Dialect::OpenAi),
+            )
+            .route(
+                "/v1/responses/{id}",
+                counted(get(get_response), "/v1/responses/{id}", Dialect::OpenAi),
+            )
             .route(
                 "/v1/messages/count_tokens",
-                axum::routing::post(count_tokens).fallback(method_not_allowed),
+                counted(
+                    axum::routing::post(count_tokens).fallback(method_not_allowed),
+                    "/v1/messages/count_tokens",
+                    Dialect::Anthropic,
+                ),
             )
             .route_layer(self.parts.api_keys.clone())
             .route(

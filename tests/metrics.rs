@@ -110,7 +110,18 @@ async fn counters_and_histograms_equal_exactly_what_was_sent() {
     assert!(error_status.is_client_error(), "{error_status}");
     let error_status = error_status.as_u16().to_string();
 
+    // the other /v1 routes are counted under their own route label
+    for path in ["/v1/models", "/v1/models/claude-sonnet-4-5", "/v1/models/nope"] {
+        r.send(r.req("GET", path, "")).await;
+    }
+
     let text = scrape(&r).await;
+    let models = [("route", "/v1/models"), ("status", "200")];
+    assert_eq!(sample(&text, "kiro_gateway_requests_total", &models), 1.0);
+    let one = [("route", "/v1/models/{id}")];
+    assert_eq!(sample(&text, "kiro_gateway_requests_total", &one), 2.0);
+    let missing = [("route", "/v1/models/{id}"), ("status", "404")];
+    assert_eq!(sample(&text, "kiro_gateway_requests_total", &missing), 1.0);
     let chat = [("route", "/v1/chat/completions"), ("dialect", "openai")];
     let messages = [("route", "/v1/messages"), ("dialect", "anthropic")];
     let base = [
@@ -130,7 +141,7 @@ async fn counters_and_histograms_equal_exactly_what_was_sent() {
     let mut err = chat.to_vec();
     err.push(("status", error_status.as_str()));
     assert_eq!(sample(&text, requests, &err), 1.0, "{text}");
-    assert_eq!(sample(&text, requests, &[]), 12.0);
+    assert_eq!(sample(&text, requests, &[]), 12.0 + 3.0);
     for h in [
         "kiro_gateway_request_duration_seconds_count",
         "kiro_gateway_time_to_first_byte_seconds_count",

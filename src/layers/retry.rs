@@ -171,6 +171,11 @@ where
                 let mut r = req.clone();
                 r.attempt = attempt;
                 r.max_attempts = max_attempts;
+                // the layers below may act on the deadline themselves (the account pool
+                // counts a timeout against the account)
+                r.extensions.insert(FirstTokenDeadline(
+                    tokio::time::Instant::now() + cfg.first_token_timeout,
+                ));
                 let fut = if attempt == 1 {
                     ready.call(r)
                 } else {
@@ -233,6 +238,11 @@ where
         })
     }
 }
+
+/// When the current attempt's first event must have arrived (`FIRST_TOKEN_TIMEOUT` from its
+/// start), in the attempt's extensions; the retry layer abandons the attempt then.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstTokenDeadline(pub tokio::time::Instant);
 
 /// An exception frame that arrived before any event: transient kinds are retried.
 fn is_retryable_stream_error(e: &Error) -> bool {
