@@ -567,27 +567,24 @@ impl AccountPool {
                 return Err(format!("the account name {:?} is used twice", a.name));
             }
         }
+        Ok(Self::build(accounts, cfg))
+    }
+
+    fn build(accounts: Vec<Account>, cfg: PoolConfig) -> Self {
         let n = accounts.len();
-        Ok(AccountPool {
+        AccountPool {
             inner: Arc::new(PoolInner {
                 accounts: accounts.into_iter().map(Arc::new).collect(),
                 cfg,
                 sticky: Mutex::new(HashMap::new()),
                 rr: Mutex::new(vec![0; n]),
             }),
-        })
+        }
     }
 
     /// A pool of one account (the single-account form).
     pub fn single(account: Account) -> Self {
-        AccountPool {
-            inner: Arc::new(PoolInner {
-                accounts: vec![Arc::new(account)],
-                cfg: PoolConfig::default(),
-                sticky: Mutex::new(HashMap::new()),
-                rr: Mutex::new(vec![0]),
-            }),
-        }
+        Self::build(vec![account], PoolConfig::default())
     }
 
     pub fn accounts(&self) -> &[Arc<Account>] {
@@ -608,14 +605,10 @@ impl AccountPool {
         self.inner.accounts.len() > 1
     }
 
-    /// Whether some account could take a request now.
+    /// Whether some account could take a request now (a single account gets every request
+    /// anyway; this says whether it is known not to be able to serve).
     pub fn can_serve(&self) -> bool {
         let now = Instant::now();
-        if !self.is_pooled() {
-            // one account: requests always go to it; it "can serve" unless it is known not to
-            let h = lock(&self.inner.accounts[0].health);
-            return !matches!(h.avail(now), Avail::Down(_));
-        }
         self.inner
             .accounts
             .iter()

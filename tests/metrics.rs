@@ -111,7 +111,11 @@ async fn counters_and_histograms_equal_exactly_what_was_sent() {
     let error_status = error_status.as_u16().to_string();
 
     // the other /v1 routes are counted under their own route label
-    for path in ["/v1/models", "/v1/models/claude-sonnet-4-5", "/v1/models/nope"] {
+    for path in [
+        "/v1/models",
+        "/v1/models/claude-sonnet-4-5",
+        "/v1/models/nope",
+    ] {
         r.send(r.req("GET", path, "")).await;
     }
 
