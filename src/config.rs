@@ -643,15 +643,24 @@ impl Config {
                         detail: e.to_string(),
                     }
                 })?;
-            let parsed: Vec<AccountConfig> = if text.trim_start().starts_with(['[', '{'])
-                && serde_json::from_str::<serde_json::Value>(&text).is_ok()
-            {
-                serde_json::from_str::<Vec<AccountConfig>>(&text)
-                    .or_else(|_| serde_json::from_str::<AccountsFile>(&text).map(|f| f.accounts))
-                    .map_err(|e| ConfigError::Parse {
-                        path: shown.clone(),
-                        detail: e.to_string(),
-                    })?
+            // JSON by its extension, or by its content (a TOML file of tables starts with
+            // `[[` too, but is no JSON)
+            let json = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+                || (text.trim_start().starts_with(['[', '{'])
+                    && serde_json::from_str::<serde_json::Value>(&text).is_ok());
+            let parsed: Vec<AccountConfig> = if json {
+                // an array of accounts, or an object with an `accounts` array
+                let parsed = if text.trim_start().starts_with('[') {
+                    serde_json::from_str::<Vec<AccountConfig>>(&text)
+                } else {
+                    serde_json::from_str::<AccountsFile>(&text).map(|f| f.accounts)
+                };
+                parsed.map_err(|e| ConfigError::Parse {
+                    path: shown.clone(),
+                    detail: e.to_string(),
+                })?
             } else {
                 toml::from_str::<AccountsFile>(&text)
                     .map_err(|e| ConfigError::Parse {
@@ -1162,6 +1171,17 @@ mod tests {
             !text.contains("ksk_j2") && !text.contains("env-token"),
             "{text}"
         );
+
+        // a mistake in the file is reported as what it is, with the file's name
+        let bad = dir.path().join("bad.json");
+        std::fs::write(
+            &bad,
+            r#"[{"name": "x", "refresh_token": "r", "colour": "red"}]"#,
+        )
+        .unwrap();
+        c.kiro_accounts_file = Some(bad);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("bad.json") && err.contains("colour"), "{err}");
 
         c.kiro_accounts_file = Some(toml_file);
         let v = c.validate().unwrap();
