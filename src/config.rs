@@ -602,6 +602,19 @@ impl Config {
             || self.kiro_cli_db_file.is_some()
     }
 
+    /// The credentials of the single-account settings.
+    fn env_credentials(&self) -> CredentialSettings {
+        CredentialSettings {
+            refresh_token: self.refresh_token.clone(),
+            profile_arn: self.profile_arn.clone(),
+            region: Some(self.kiro_region.clone()),
+            creds_file: self.kiro_creds_file.clone(),
+            cli_db_file: self.kiro_cli_db_file.clone(),
+            api_key: self.kiro_api_key.clone(),
+            sqlite_readonly: self.sqlite_readonly,
+        }
+    }
+
     /// Every account: `default` from the single-account settings (when they hold
     /// credentials), then `[[accounts]]`, then `KIRO_ACCOUNTS_FILE`'s, each checked.
     fn account_settings(
@@ -612,15 +625,7 @@ impl Config {
         if self.has_env_credentials() {
             out.push(AccountSettings {
                 name: crate::layers::metrics::DEFAULT_ACCOUNT.into(),
-                credentials: CredentialSettings {
-                    refresh_token: self.refresh_token.clone(),
-                    profile_arn: self.profile_arn.clone(),
-                    region: Some(self.kiro_region.clone()),
-                    creds_file: self.kiro_creds_file.clone(),
-                    cli_db_file: self.kiro_cli_db_file.clone(),
-                    api_key: self.kiro_api_key.clone(),
-                    sqlite_readonly: self.sqlite_readonly,
-                },
+                credentials: self.env_credentials(),
                 protocol,
                 endpoints: self.endpoints_for(protocol, &AccountConfig::default()),
                 proxy: self.vpn_proxy_url.clone(),
@@ -966,34 +971,16 @@ pub struct ValidConfig {
 }
 
 impl ValidConfig {
+    /// The single-account settings' credentials (the account `default`).
     pub fn credentials(&self) -> CredentialSettings {
-        CredentialSettings {
-            refresh_token: self.raw.refresh_token.clone(),
-            profile_arn: self.raw.profile_arn.clone(),
-            region: Some(self.raw.kiro_region.clone()),
-            creds_file: self.raw.kiro_creds_file.clone(),
-            cli_db_file: self.raw.kiro_cli_db_file.clone(),
-            api_key: self.raw.kiro_api_key.clone(),
-            sqlite_readonly: self.raw.sqlite_readonly,
-        }
+        self.raw.env_credentials()
     }
 
-    /// The base URLs in force: the configured ones, else the protocol's hosts.
+    /// The base URLs in force for the single-account settings: the configured ones, else the
+    /// protocol's hosts.
     pub fn endpoints(&self) -> crate::kiro::EndpointTemplates {
-        let defaults = crate::kiro::EndpointTemplates::for_protocol(self.api_protocol);
-        let pick = |configured: &str, default: String| {
-            if configured.trim().is_empty() {
-                default
-            } else {
-                configured.trim().to_owned()
-            }
-        };
-        crate::kiro::EndpointTemplates {
-            api_url: pick(&self.raw.kiro_api_url, defaults.api_url),
-            management_url: pick(&self.raw.kiro_management_url, defaults.management_url),
-            desktop_auth_url: pick(&self.raw.kiro_desktop_auth_url, defaults.desktop_auth_url),
-            oidc_url: pick(&self.raw.kiro_oidc_url, defaults.oidc_url),
-        }
+        self.raw
+            .endpoints_for(self.api_protocol, &AccountConfig::default())
     }
 
     /// At least one account has credentials.
