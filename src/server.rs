@@ -640,12 +640,9 @@ async fn reload_models(State(gw): State<Gateway>, headers: http::HeaderMap) -> R
 fn bearer_matches(headers: &http::HeaderMap, digest: &[u8; 32]) -> bool {
     use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .filter(|b| b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer "))
-        .map(|b| b[7..].trim_ascii())
-        .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes().trim_ascii()))
+    let presented = crate::layers::auth::bearer(headers)
+        .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()))
+        .map(<[u8]>::trim_ascii)
         .unwrap_or_default();
     let got: [u8; 32] = Sha256::digest(presented).into();
     bool::from(got.ct_eq(digest))

@@ -218,12 +218,17 @@ pub struct ApiKeyService<S> {
     keys: Arc<Vec<Entry>>,
 }
 
-fn presented<B>(req: &Request<B>) -> impl Iterator<Item = &[u8]> {
-    let h = req.headers();
-    let bearer = h.get(http::header::AUTHORIZATION).and_then(|v| {
+/// The token of an `Authorization: Bearer <token>` header (untrimmed), if there is one.
+pub fn bearer(h: &http::HeaderMap) -> Option<&[u8]> {
+    h.get(http::header::AUTHORIZATION).and_then(|v| {
         let b = v.as_bytes();
         (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &b[7..])
-    });
+    })
+}
+
+fn presented<B>(req: &Request<B>) -> impl Iterator<Item = &[u8]> {
+    let h = req.headers();
+    let bearer = bearer(h);
     let x_api = h.get("x-api-key").map(|v| v.as_bytes());
     let api = h.get("api-key").map(|v| v.as_bytes());
     [bearer, x_api, api]

@@ -412,11 +412,6 @@ where
             if let Some(r) = &record {
                 r.set_model(&resolved.kiro_id);
             }
-            let session = ConversationKey::from_headers(&parts.headers);
-            let client = parts
-                .extensions
-                .get::<crate::layers::ClientName>()
-                .map(|c| c.0.clone());
             // the layers below (retry, pool, auth) count attempts and retries into the record;
             // the pool reads the conversation key and the typed body
             let upstream_request = |bytes: Bytes, pooled: Option<(&PooledParts, bool)>| {
@@ -425,8 +420,13 @@ where
                     g.extensions.insert(r.clone());
                 }
                 if let Some((p, retry)) = pooled {
-                    let key = session.unwrap_or(p.key);
-                    let client = client.as_deref().unwrap_or("");
+                    // only with several accounts: the session header, else the prompt's key,
+                    // with the client key's name
+                    let key = ConversationKey::from_headers(&parts.headers).unwrap_or(p.key);
+                    let client = parts
+                        .extensions
+                        .get::<crate::layers::ClientName>()
+                        .map_or("", |c| &*c.0);
                     g.extensions.insert(ConversationKey::of(&[
                         client.as_bytes(),
                         &key.0.to_le_bytes(),
