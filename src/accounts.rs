@@ -63,6 +63,7 @@ use crate::auth::{AuthError, TokenManager};
 use crate::kiro::{self, Error, Event, GenerateRequest, GenerateResponse, KiroClient};
 use crate::layers::capture::CaptureHandle;
 use crate::layers::metrics::{RequestRecord, RetryCause};
+use crate::lock;
 
 /// The upstream service of one account.
 pub type AccountService = BoxCloneSyncService<GenerateRequest, GenerateResponse, Error>;
@@ -364,10 +365,6 @@ impl std::fmt::Debug for Account {
             .field("weight", &self.weight)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Account {

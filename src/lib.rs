@@ -24,4 +24,10 @@ pub mod secret;
 pub mod server;
 
 pub use error::GatewayError;
+
+/// Lock a mutex, taking over a poisoned one: a panic elsewhere while it was held does not make
+/// the data unusable here (every guarded state in the crate is changed by whole assignments).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use secret::Secret;

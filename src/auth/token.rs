@@ -293,10 +293,7 @@ impl TokenManager {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere while holding it; the state itself is
         // always consistent (single assignments), so keep using it.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.inner.state)
     }
 
     fn margin(&self, s: &State) -> Duration {

@@ -207,9 +207,7 @@ impl Traffic {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(SystemTime, Totals)>> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.snapshots)
     }
 
     /// Take a snapshot now.

@@ -165,9 +165,7 @@ fn mask_secrets(text: &str) -> String {
 
 impl CaptureHandle {
     fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
-        self.data
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.data)
     }
 
     pub fn set_kiro_body(&self, body: &Bytes) {

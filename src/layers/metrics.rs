@@ -200,10 +200,7 @@ impl RequestRecord {
     }
 
     fn tallies(&self) -> std::sync::MutexGuard<'_, Vec<Tally>> {
-        self.0
-            .tallies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.0.tallies)
     }
 
     fn current(t: &mut Vec<Tally>) -> &mut Tally {
@@ -466,11 +463,7 @@ impl Metrics {
 
     /// The last failed requests, newest first.
     pub fn recent_failures(&self) -> Vec<FailureRecord> {
-        let f = self
-            .inner
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let f = crate::lock(&self.inner.failures);
         f.iter().rev().cloned().collect()
     }
 
@@ -498,11 +491,7 @@ impl Metrics {
             status,
             message,
         };
-        let mut f = self
-            .inner
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut f = crate::lock(&self.inner.failures);
         if f.len() >= RECENT_FAILURES {
             f.pop_front();
         }

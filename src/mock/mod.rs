@@ -50,6 +50,8 @@ use tokio::task::JoinHandle;
 pub use script::{Fault, MockEvent, Script};
 use validate::Rejection;
 
+use crate::lock;
+
 type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Settings of the mock.
@@ -184,10 +186,6 @@ pub struct MockState {
     /// Requests refused by the spec 3.2 rules, with the rule each broke.
     rejections: Mutex<Vec<String>>,
     open_streams: Arc<AtomicU64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A running mock; dropping it stops the server and every connection it serves.

@@ -121,9 +121,7 @@ impl ResponseStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Stored>, VecDeque<String>)> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.inner)
     }
 
     pub fn put(&self, id: String, response: Value, items: Vec<Value>) {
