@@ -1066,22 +1066,9 @@ async fn attempt_on(
     }
     let resp = account.service.clone().oneshot(req).await?;
     if pooled {
-        first_event(resp).await
+        resp.first_event().await
     } else {
         Ok(resp)
-    }
-}
-
-/// Await the first event; an error there becomes the attempt's error.
-async fn first_event(mut resp: GenerateResponse) -> Result<GenerateResponse, Error> {
-    match resp.events.next().await {
-        Some(Ok(ev)) => {
-            let rest = std::mem::replace(&mut resp.events, Box::pin(futures_util::stream::empty()));
-            resp.events = Box::pin(futures_util::stream::once(async move { Ok(ev) }).chain(rest));
-            Ok(resp)
-        }
-        Some(Err(e)) => Err(e),
-        None => Ok(resp),
     }
 }
 

@@ -638,6 +638,26 @@ pub struct GenerateResponse {
     pub events: KiroEvents,
 }
 
+impl GenerateResponse {
+    /// Wait for the first event: an error in its place becomes the answer's error (nothing
+    /// has been forwarded yet, so it may be retried or failed over); an event is put back in
+    /// front of the stream.
+    pub async fn first_event(mut self) -> Result<Self, Error> {
+        use futures_util::StreamExt;
+        match self.events.next().await {
+            Some(Ok(ev)) => {
+                let rest =
+                    std::mem::replace(&mut self.events, Box::pin(futures_util::stream::empty()));
+                self.events =
+                    Box::pin(futures_util::stream::once(async move { Ok(ev) }).chain(rest));
+                Ok(self)
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(self),
+        }
+    }
+}
+
 /// One upstream call, for [`KiroClient::base_request`].
 struct Call<'a> {
     method: Method,

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -114,21 +113,7 @@ async fn first_event<F>(fut: F, limit: Duration) -> Result<GenerateResponse, Err
 where
     F: Future<Output = Result<GenerateResponse, Error>>,
 {
-    let attempt = async {
-        let mut resp = fut.await?;
-        match resp.events.next().await {
-            Some(Ok(ev)) => {
-                let rest =
-                    std::mem::replace(&mut resp.events, Box::pin(futures_util::stream::empty()));
-                resp.events =
-                    Box::pin(futures_util::stream::once(async move { Ok(ev) }).chain(rest));
-                Ok(resp)
-            }
-            // failed before anything could be forwarded: report it as the answer's error
-            Some(Err(e)) => Err(e),
-            None => Ok(resp),
-        }
-    };
+    let attempt = async { fut.await?.first_event().await };
     match tokio::time::timeout(limit, attempt).await {
         Ok(r) => r,
         Err(_) => Err(Error::FirstByteTimeout(limit)),
