@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::manager;
+use common::{cli_token, make_cli_db, manager};
 use kiro_gateway::auth::lock::{lock_path, open_lock_file};
 use kiro_gateway::auth::source::format_expiry;
 use kiro_gateway::auth::{CredentialSettings, SourceLock, TokenConfig, TokenManager};
@@ -46,37 +46,6 @@ fn json_manager(mock: &MockKiro, path: &Path) -> TokenManager {
         },
         TokenConfig::default(),
     )
-}
-
-fn make_cli_db(path: &Path, token: Value) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch("CREATE TABLE auth_kv (key TEXT PRIMARY KEY, value TEXT)")
-        .unwrap();
-    conn.execute(
-        "INSERT INTO auth_kv VALUES (?1, ?2)",
-        ["kirocli:odic:token", &token.to_string()],
-    )
-    .unwrap();
-    conn.execute(
-        "INSERT INTO auth_kv VALUES (?1, ?2)",
-        [
-            "kirocli:odic:device-registration",
-            &json!({"client_id": "mock-client-id", "client_secret": "mock-client-secret", "region": "us-east-1"}).to_string(),
-        ],
-    )
-    .unwrap();
-}
-
-fn cli_token(path: &Path) -> Value {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let text: String = conn
-        .query_row(
-            "SELECT value FROM auth_kv WHERE key = 'kirocli:odic:token'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 fn db_manager(mock: &MockKiro, db: &Path, readonly: bool) -> TokenManager {

@@ -628,37 +628,6 @@ async fn rotation_is_persisted_to_the_json_file() {
     assert_eq!(fresh.token.expose(), "mock-access-2");
 }
 
-fn make_cli_db(path: &std::path::Path, token: Value) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch("CREATE TABLE auth_kv (key TEXT PRIMARY KEY, value TEXT)")
-        .unwrap();
-    conn.execute(
-        "INSERT INTO auth_kv VALUES (?1, ?2)",
-        ["kirocli:odic:token", &token.to_string()],
-    )
-    .unwrap();
-    conn.execute(
-        "INSERT INTO auth_kv VALUES (?1, ?2)",
-        [
-            "kirocli:odic:device-registration",
-            &json!({"client_id": "mock-client-id", "client_secret": "mock-client-secret", "region": "us-east-1"}).to_string(),
-        ],
-    )
-    .unwrap();
-}
-
-fn cli_token(path: &std::path::Path) -> Value {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let text: String = conn
-        .query_row(
-            "SELECT value FROM auth_kv WHERE key = 'kirocli:odic:token'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test]
 async fn rotation_is_persisted_to_the_kiro_cli_database() {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();

@@ -231,3 +231,37 @@ pub fn sample(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
     }
     total
 }
+
+/// A kiro-cli SQLite database at `path` holding `token` (OIDC) and the mock's device
+/// registration.
+pub fn make_cli_db(path: &std::path::Path, token: Value) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("CREATE TABLE auth_kv (key TEXT PRIMARY KEY, value TEXT)")
+        .unwrap();
+    conn.execute(
+        "INSERT INTO auth_kv VALUES (?1, ?2)",
+        ["kirocli:odic:token", &token.to_string()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO auth_kv VALUES (?1, ?2)",
+        [
+            "kirocli:odic:device-registration",
+            &serde_json::json!({"client_id": "mock-client-id", "client_secret": "mock-client-secret", "region": "us-east-1"}).to_string(),
+        ],
+    )
+    .unwrap();
+}
+
+/// The OIDC token row of a kiro-cli database.
+pub fn cli_token(path: &std::path::Path) -> Value {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let text: String = conn
+        .query_row(
+            "SELECT value FROM auth_kv WHERE key = 'kirocli:odic:token'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
