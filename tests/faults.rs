@@ -314,6 +314,37 @@ async fn slow_first_byte_is_retried_then_504() {
     }
 }
 
+/// `messageMetadataEvent` is bookkeeping, not a first token: a service that sends it and then
+/// stalls is retried at `FIRST_TOKEN_TIMEOUT`, not waited on for `STREAMING_READ_TIMEOUT`.
+#[tokio::test]
+async fn a_stall_right_after_the_metadata_event_is_a_first_token_timeout() {
+    for (d, stream) in ALL {
+        let r = gateway(|c| {
+            no_thinking(c);
+            c.streaming_read_timeout = 30.0;
+        })
+        .await;
+        // frame 0 is the metadata event; the text would come 20 s later
+        r.mock
+            .push_reply(Reply::Stream(Script::text("late", 4).fault(
+                Fault::StallAt {
+                    frame: 1,
+                    pause: Duration::from_secs(20),
+                },
+            )));
+        r.mock.push_reply(Reply::Stream(Script::text("on time", 4)));
+        let started = tokio::time::Instant::now();
+        let o = call(&r, d, stream).await;
+        assert_eq!(o.status, 200, "{d:?} {stream}: {}", o.raw);
+        assert_eq!(o.text(d, stream), "on time", "{d:?} {stream}");
+        assert_eq!(r.mock.generate_calls(), 2, "{d:?} {stream}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{d:?} {stream}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_stall_mid_stream_is_an_error_not_an_end() {
     for (d, stream) in ALL {

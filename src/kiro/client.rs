@@ -639,24 +639,40 @@ pub struct GenerateResponse {
 }
 
 impl GenerateResponse {
-    /// Wait for the first event: an error in its place becomes the answer's error (nothing
-    /// has been forwarded yet, so it may be retried or failed over); an event is put back in
-    /// front of the stream.
+    /// Wait for the first content event (text, a tool call, reasoning; see
+    /// [`Event::is_content`]): an error before it becomes the answer's error (nothing has been
+    /// forwarded yet, so it may be retried or failed over); the events read are put back in
+    /// front of the stream, in order.
+    ///
+    /// Bookkeeping events that come first (`messageMetadataEvent`, unknown kinds) do not count:
+    /// a service that sends its metadata and then stalls has not produced a first token, so
+    /// `FIRST_TOKEN_TIMEOUT` still applies to it. At most [`FIRST_EVENT_PEEK_MAX`] of them are
+    /// held; past that the answer is taken as started (the peek never buffers a stream).
     pub async fn first_event(mut self) -> Result<Self, Error> {
         use futures_util::StreamExt;
-        match self.events.next().await {
-            Some(Ok(ev)) => {
-                let rest =
-                    std::mem::replace(&mut self.events, Box::pin(futures_util::stream::empty()));
-                self.events =
-                    Box::pin(futures_util::stream::once(async move { Ok(ev) }).chain(rest));
-                Ok(self)
+        let mut held = Vec::new();
+        loop {
+            match self.events.next().await {
+                Some(Ok(ev)) => {
+                    let started = ev.is_content() || ev.is_end_marker();
+                    held.push(Ok(ev));
+                    if started || held.len() >= FIRST_EVENT_PEEK_MAX {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => break,
             }
-            Some(Err(e)) => Err(e),
-            None => Ok(self),
         }
+        let rest = std::mem::replace(&mut self.events, Box::pin(futures_util::stream::empty()));
+        self.events = Box::pin(futures_util::stream::iter(held).chain(rest));
+        Ok(self)
     }
 }
+
+/// How many bookkeeping events [`GenerateResponse::first_event`] holds back at most while it
+/// waits for the first content event.
+pub const FIRST_EVENT_PEEK_MAX: usize = 16;
 
 /// One upstream call, for [`KiroClient::base_request`].
 struct Call<'a> {

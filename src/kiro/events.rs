@@ -55,6 +55,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// Events that carry the answer itself (text, a tool call, reasoning): the first of them is
+    /// the "first token" that `FIRST_TOKEN_TIMEOUT` waits for.
+    pub fn is_content(&self) -> bool {
+        matches!(
+            self,
+            Event::Text { .. }
+                | Event::ToolUse(_)
+                | Event::Reasoning { .. }
+                | Event::RedactedReasoning { .. }
+        )
+    }
+
     /// Events that a normal answer ends with (section 4.5 of the protocol notes): their absence at
     /// the end of the body means the answer was truncated.
     pub fn is_end_marker(&self) -> bool {
