@@ -296,12 +296,16 @@ fn write_folder(dir: &std::path::Path, files: &[(&str, Vec<u8>)]) -> std::io::Re
     std::fs::rename(&tmp, dir)
 }
 
+/// Delete the oldest capture folders past `keep`. Only folders this layer wrote are counted or
+/// deleted: a name of the capture shape (see [`is_capture_folder_name`]) holding a
+/// `request_body.json`. Anything else a user keeps in `DEBUG_DIR` is left alone.
 fn rotate(root: &std::path::Path, keep: usize) -> std::io::Result<()> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| is_capture_folder_name(&e.file_name().to_string_lossy()))
         .map(|e| e.path())
+        .filter(|p| p.join("request_body.json").is_file())
         .collect();
     dirs.sort();
     let excess = dirs.len().saturating_sub(keep.max(1));
@@ -313,6 +317,23 @@ fn rotate(root: &std::path::Path, keep: usize) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `name` has the shape of a folder `CaptureHandle::finalize` names:
+/// `YYYYMMDDTHHMMSS.mmm_<sequence>_<request id>`.
+fn is_capture_folder_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    if !(digits(0..8) && b.get(8) == Some(&b'T') && digits(9..15) && b.get(15) == Some(&b'.'))
+        || !(digits(16..19) && b.get(19) == Some(&b'_'))
+    {
+        return false;
+    }
+    let Some((seq, id)) = name[20..].split_once('_') else {
+        return false;
+    };
+    seq.len() >= 6 && seq.bytes().all(|c| c.is_ascii_digit()) && !id.is_empty()
 }
 
 /// See the module docs.
@@ -500,6 +521,57 @@ mod tests {
             t,
             r#"Authorization: Bearer *** {"accessToken":"***","other":"ok","refresh_token":"***"}"#
         );
+    }
+
+    #[test]
+    fn rotation_deletes_only_its_own_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let ours = |n: u32| format!("20261204T1530{n:02}.000_{n:06}_req-{n}");
+        for n in 0..4 {
+            let d = root.path().join(ours(n));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("request_body.json"), "{}").unwrap();
+        }
+        // a user's folders and files, one of them named like a capture but not one
+        std::fs::create_dir(root.path().join("0-important")).unwrap();
+        std::fs::write(root.path().join("0-important/notes.txt"), "keep me").unwrap();
+        std::fs::create_dir(root.path().join("20200101T000000.000_000001_not-ours")).unwrap();
+        std::fs::write(root.path().join("README.txt"), "mine").unwrap();
+
+        rotate(root.path(), 2).unwrap();
+
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "0-important".to_owned(),
+                "20200101T000000.000_000001_not-ours".to_owned(),
+                ours(2),
+                ours(3),
+                "README.txt".to_owned(),
+            ]
+        );
+        assert!(root.path().join("0-important/notes.txt").is_file());
+    }
+
+    #[test]
+    fn capture_folder_names_are_recognised() {
+        assert!(is_capture_folder_name("20261204T153000.123_000042_abc-def"));
+        assert!(is_capture_folder_name("20261204T153000.123_1000000_x"));
+        for n in [
+            "0-important",
+            "20261204T153000.123_000042_",
+            "20261204T153000.123_42_abc",
+            "20261204T153000_000042_abc",
+            ".20261204T153000.123_000042_abc.partial",
+            "2026120XT153000.123_000042_abc",
+        ] {
+            assert!(!is_capture_folder_name(n), "{n}");
+        }
     }
 
     #[test]
