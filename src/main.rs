@@ -87,7 +87,13 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
     // the demo: an in-process mock upstream on loopback, with its own credentials
     let mut _mock = None;
     if args.demo {
-        let mock = MockKiro::start(MockConfig::default()).await?;
+        // the demo's refresh token lives in memory only; a mock that rotated it would make the
+        // gateway warn that the new one is lost on restart, which means nothing here
+        let mock = MockKiro::start(MockConfig {
+            rotate_refresh_tokens: false,
+            ..MockConfig::default()
+        })
+        .await?;
         cfg.use_mock(&mock);
         _mock = Some(mock);
     }

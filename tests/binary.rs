@@ -57,34 +57,81 @@ fn an_unknown_config_key_is_an_error_naming_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("prxy_api_key"));
 }
 
-#[test]
-fn demo_starts_offline_and_prints_a_curl_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = gateway(dir.path())
-        .args(["--demo", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+/// Lines of a child's pipe, read on a thread of their own.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
+    rx
+}
+
+/// One HTTP/1.1 POST over a plain socket; the whole answer as text.
+fn post(addr: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// What a new user does first: start the demo, paste the printed curl line. The answer quotes
+/// what they typed, and nothing else: not the thinking tags the gateway adds for the model.
+/// The start-up log has no warning in it (the demo's refresh token is not "lost on restart").
+#[test]
+fn demo_starts_offline_prints_a_curl_line_and_answers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = gateway(dir.path())
+        .args(["--demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
     let mut curl = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+    while let Ok(line) = stdout.recv_timeout(Duration::from_secs(20)) {
         if line.trim_start().starts_with("curl ") {
             curl = Some(line);
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     let curl = curl.expect("no curl line printed");
     assert!(curl.contains("http://127.0.0.1:"), "{curl}");
     assert!(curl.contains("/v1/chat/completions"), "{curl}");
+    let addr = curl
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let body = curl.split("-d '").nth(1).unwrap().trim_end_matches('\'');
+    let answer = post(&addr, "/v1/chat/completions", body);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let json: serde_json::Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(
+        json["choices"][0]["message"]["content"],
+        "Hello from the kiro-gateway demo upstream (an offline mock, not a real model). You said: Hello"
+    );
+    let logs: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        logs.iter()
+            .all(|l| !l.contains("WARN") && !l.contains("rotated")),
+        "{logs:#?}"
+    );
+    assert!(logs.iter().any(|l| l.contains("listening")), "{logs:#?}");
 }

@@ -711,13 +711,32 @@ fn echo_script(req: &crate::kiro::types::GenerateAssistantRequest) -> Script {
         .current_message
         .user_input_message
         .content;
-    let quoted: String = prompt.chars().take(200).collect();
+    let quoted: String = typed_text(prompt).chars().take(200).collect();
     Script::text(
         &format!(
             "Hello from the kiro-gateway demo upstream (an offline mock, not a real model). You said: {quoted}"
         ),
         12,
     )
+}
+
+/// The prompt without the reasoning request the gateway puts in front of it
+/// (`<thinking_mode>…</thinking_mode>` and `<max_thinking_length>…</max_thinking_length>`):
+/// the echo quotes what the user typed, not the tags the gateway added for the model.
+fn typed_text(prompt: &str) -> &str {
+    let mut rest = prompt.trim_start();
+    for (open, close) in [
+        ("<thinking_mode>", "</thinking_mode>"),
+        ("<max_thinking_length>", "</max_thinking_length>"),
+    ] {
+        if let Some(after) = rest.strip_prefix(open) {
+            match after.find(close) {
+                Some(end) => rest = after[end + close.len()..].trim_start(),
+                None => return prompt,
+            }
+        }
+    }
+    rest
 }
 
 /// Decrements the mock's open-stream gauge when the body is dropped (finished or abandoned).
