@@ -202,6 +202,19 @@ def test_the_dashboard_in_a_browser(browser_path, three_accounts):
             page.wait_for_timeout(200)
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"the page is {overflow} px wider than a phone screen"
+            # and no sideways scrolling inside the accounts table either: each account's
+            # state, requests, errors and Reset button lie within the screen
+            inner = page.evaluate(
+                "() => { const d = document.querySelector('#accounts').parentElement;"
+                " return d.scrollWidth - d.clientWidth; }"
+            )
+            assert inner <= 0, f"the accounts table scrolls {inner} px sideways on a phone"
+            for name in ("default", "b", "c"):
+                row = f'#accounts tr[data-account="{name}"]'
+                for part in ("td.state .badge", "td.requests", "td.errors", "td.reset button"):
+                    box = page.locator(f"{row} {part}").bounding_box()
+                    assert box is not None, f"{name}: {part} is not shown on a phone"
+                    assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (name, part, box)
             page.screenshot(path=str(shot.with_name(shot.stem + "-phone.png")), full_page=True)
 
             # signing out forgets the key
