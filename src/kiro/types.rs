@@ -79,6 +79,22 @@ pub struct Image {
     pub source: ImageSource,
 }
 
+/// The [`Image::format`] of `bytes`, from its magic number: `png`, `jpeg`, `gif` or `webp`
+/// (`None`: none of the formats the service takes).
+pub fn sniff_image_format(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("png")
+    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("gif")
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some("webp")
+    } else {
+        None
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageSource {
     /// Base64 without a `data:` prefix.

@@ -308,7 +308,7 @@ mod tests {
             {"role": "system", "content": "sys"},
             {"role": "developer", "content": [{"type": "text", "text": "dev"}]},
             {"role": "user", "content": [{"type": "text", "text": "look"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="}}]},
             {"role": "assistant", "content": null, "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "ok"}],
