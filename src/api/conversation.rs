@@ -380,6 +380,7 @@ pub fn to_kiro_traced(
             if !valid_tool_name(&t.name) {
                 return Err(crate::api::preflight::Violation {
                     message: None,
+                    part: None,
                     field: format!("tools[{i}].name"),
                     rule: "tool_name",
                     detail: format!(
@@ -659,6 +660,7 @@ pub fn image_from_data(data: &str, media_type: Option<&str>) -> Result<Image, St
     Ok(Image {
         format: format.into(),
         source: crate::kiro::types::ImageSource { bytes: b64 },
+        place: None,
     })
 }
 
@@ -749,6 +751,7 @@ mod tests {
         let img = |b: &str| Image {
             format: "png".into(),
             source: crate::kiro::types::ImageSource { bytes: b.into() },
+            place: None,
         };
         let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
         let mut a = Message::text(Role::User, "one");

@@ -77,6 +77,9 @@ pub struct Image {
     /// `png`, `jpeg`, `gif` or `webp`.
     pub format: String,
     pub source: ImageSource,
+    /// Where the client sent it (`messages[0].content[1]`), for error messages; never sent.
+    #[serde(skip)]
+    pub place: Option<String>,
 }
 
 /// The [`Image::format`] of `bytes`, from its magic number: `png`, `jpeg`, `gif` or `webp`
@@ -229,6 +232,7 @@ mod tests {
                             source: ImageSource {
                                 bytes: "AAAA".into(),
                             },
+                            place: None,
                         }],
                         user_input_message_context: Some(UserInputMessageContext {
                             tools: vec![Tool {

@@ -31,8 +31,9 @@ use crate::api::conversation::{
 };
 use crate::error::GatewayError;
 
+/// A refusal naming its place (`input[0].content[1]: …`), with the full path as `param`.
 fn bad(msg: impl Into<String>, param: impl Into<String>) -> GatewayError {
-    GatewayError::invalid_request(msg).with_param(param)
+    crate::api::preflight::refusal(msg.into(), param)
 }
 
 /// The argument name a freeform (`custom`) tool's raw text travels in.
@@ -148,8 +149,9 @@ fn text_of_parts(
                                 .unwrap_or_default();
                             match images.as_deref_mut() {
                                 Some(imgs) => {
-                                    let img = image_from_data(url, None)
+                                    let mut img = image_from_data(url, None)
                                         .map_err(|e| bad(e, format!("{at}[{i}].image_url")))?;
+                                    img.place = Some(format!("{at}[{i}]"));
                                     imgs.push(img);
                                 }
                                 None => return Err(bad(
@@ -330,6 +332,8 @@ pub fn previous_items(req: &ResponsesRequest) -> Result<Vec<Value>, GatewayError
 /// Convert the request (see the module docs).
 pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayError> {
     let mut items = previous_items(req)?;
+    // the client numbers its own `input` only; the chained response's items come first
+    let chained = items.len();
     items.extend(req.input_items()?);
     let mut system_parts: Vec<String> = req
         .instructions
@@ -339,7 +343,11 @@ pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayEr
         .collect();
     let mut messages: Vec<Message> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let at = format!("input[{i}]");
+        let own = i.checked_sub(chained);
+        let at = match own {
+            Some(k) => format!("input[{k}]"),
+            None => format!("previous_response_id (its item {i})"),
+        };
         let kind =
             item.get("type")
                 .and_then(Value::as_str)
@@ -432,7 +440,9 @@ pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayEr
             ),
         }
         for added in messages.iter_mut().skip(before) {
-            added.source.get_or_insert(i);
+            if let Some(k) = own {
+                added.source.get_or_insert(k);
+            }
         }
     }
     if messages.is_empty() {
