@@ -733,3 +733,33 @@ async fn a_long_namespaced_name_is_shortened_stably_within_kiros_rule() {
     );
     assert_eq!(v["output"][0]["namespace"], ns);
 }
+
+#[tokio::test]
+async fn a_refusal_counts_only_the_clients_own_input_after_a_chained_response() {
+    let r = start().await;
+    r.mock.push_reply(Reply::Stream(Script::text("Hello", 4)));
+    let (s, _, b) = responses(
+        &r,
+        json!({"model": "claude-sonnet-4-5", "reasoning": {"effort": NO_REASONING},
+               "input": [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let first: Value = serde_json::from_slice(&b).unwrap();
+    // three stored items come first; the client's broken part is still its input[0]
+    let (s, _, b) = responses(
+        &r,
+        json!({"model": "claude-sonnet-4-5", "reasoning": {"effort": NO_REASONING},
+               "previous_response_id": first["id"],
+               "input": [{"role": "user", "content": [
+                   {"type": "input_image", "image_url": "data:image/png;base64,@@"}]}]}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        v["error"]["message"],
+        "input[0].content[0]: image data is not valid base64"
+    );
+    assert_eq!(v["error"]["param"], "input[0].content[0].image_url");
+}
