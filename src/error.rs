@@ -32,6 +32,9 @@ pub struct GatewayError {
     pub code: Option<String>,
     /// Seconds the client may wait before retrying (sent as `retry-after`).
     pub retry_after: Option<u64>,
+    /// Whether a retry may help, when the status alone does not say (a 403 that a token
+    /// refresh can fix); see [`GatewayError::is_retryable`].
+    pub retry: Option<bool>,
 }
 
 impl std::fmt::Display for GatewayError {
@@ -51,6 +54,7 @@ impl GatewayError {
             param: None,
             code: None,
             retry_after: None,
+            retry: None,
         }
     }
 
@@ -109,12 +113,20 @@ impl GatewayError {
         self.kind
     }
 
-    /// Whether the same request may succeed later.
+    /// Whether the same request may succeed if sent again: the one classification behind the
+    /// `x-should-retry` header of every error answer. Throttles (429), timeouts (408, 504) and
+    /// server errors (5xx) may pass on a retry; a used-up quota's 429 and every other client
+    /// error (400, 401, 403, 404, 405, 413, 422, …) will not, except where [`Self::retry`] says
+    /// otherwise (a 403 that a token refresh can fix).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::RateLimit | ErrorKind::Overloaded | ErrorKind::Upstream | ErrorKind::Timeout
-        )
+        if let Some(r) = self.retry {
+            return r;
+        }
+        if self.code.as_deref() == Some("insufficient_quota") {
+            return false;
+        }
+        let s = self.status.as_u16();
+        s == 408 || s == 429 || s >= 500
     }
 }
 
@@ -213,6 +225,8 @@ impl From<kiro::Error> for GatewayError {
                 } else {
                     StatusCode::BAD_GATEWAY
                 };
+                // a 403 over an invalid or expired token: the next request refreshes it
+                let refreshable = s.is_invalid_token();
                 let mut g = Self::new(
                     status,
                     kind_for_status(status),
@@ -228,6 +242,9 @@ impl From<kiro::Error> for GatewayError {
                 g.retry_after = s
                     .retry_after
                     .map(|d| d.as_millis().div_ceil(1000).max(1) as u64);
+                if refreshable {
+                    g.retry = Some(true);
+                }
                 g
             }
             E::Connect { .. } => {

@@ -401,22 +401,37 @@ async fn tool_definition_rules_are_repaired_or_refused_with_the_rule() {
 async fn image_rules_are_repaired_or_refused() {
     let r = start().await;
     // jpg → jpeg, data URL prefix stripped
-    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let jpeg = "/9j/4AAQSkZJRgABAQ==";
     let up = repaired(
         &r,
         json!([{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/jpg", "data": png}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/jpg", "data": jpeg}},
             {"type": "text", "text": "what is it?"}]}]),
         None,
     )
     .await;
     let img = &up["conversationState"]["currentMessage"]["userInputMessage"]["images"][0];
     assert_eq!(img["format"], "jpeg");
-    assert_eq!(img["source"]["bytes"], png);
-    // an unknown format and broken base64 are refused before anything goes out
+    assert_eq!(img["source"]["bytes"], jpeg);
+    // an unknown format, bytes of no image format and broken base64 are refused before
+    // anything goes out
+    let bmp = "Qk0eAAAAAAAAABoAAAA="; // "BM…", a bitmap
     for (media, data, needle) in [
-        ("image/bmp", png, "bmp"),
-        ("image/png", "not base64!!", "base64"),
+        (
+            "image/bmp",
+            bmp,
+            "image type \"bmp\" is not supported by Kiro",
+        ),
+        (
+            "image/png",
+            "aGVsbG8sIHdvcmxk",
+            "image data is not a PNG, JPEG, GIF or WebP image (declared image/png)",
+        ),
+        (
+            "image/png",
+            "not base64!!",
+            "image data is not valid base64",
+        ),
     ] {
         let (s, _, b) = anthropic(
             &r,
@@ -425,12 +440,106 @@ async fn image_rules_are_repaired_or_refused() {
         )
         .await;
         assert_eq!(s, 400);
-        assert!(
-            String::from_utf8_lossy(&b).contains(needle),
-            "{}",
-            String::from_utf8_lossy(&b)
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn an_image_whose_bytes_are_not_its_declared_type_goes_as_what_it_is() {
+    // a JPEG declared image/png: Kiro (and the mock) refuse the mismatch with an opaque 400
+    let jpeg = "/9j/4AAQSkZJRgABAQ==";
+    let r = start().await;
+    let bodies = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is it?"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{jpeg}")}}]}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": jpeg}},
+                {"type": "text", "text": "what is it?"}]}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "claude-sonnet-4-5", "input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "what is it?"},
+                {"type": "input_image", "image_url": format!("data:image/png;base64,{jpeg}")}]}]}),
+        ),
+    ];
+    for (path, body) in bodies {
+        r.mock.push_reply(Reply::Stream(Script::text("a photo", 3)));
+        let (s, _, b) = r.send(r.req("POST", path, body.to_string())).await;
+        assert_eq!(s, 200, "{path}: {}", String::from_utf8_lossy(&b));
+        let up = r.last_generate();
+        let img = &up["conversationState"]["currentMessage"]["userInputMessage"]["images"][0];
+        assert_eq!(
+            img,
+            &json!({"format": "jpeg", "source": {"bytes": jpeg}}),
+            "{path}"
         );
     }
+}
+
+#[tokio::test]
+async fn refusals_name_the_message_and_content_part_in_the_clients_numbering() {
+    let r = start().await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let cases = [
+        // OpenAI counts the system message: the broken image is messages[3].content[1]
+        (
+            "/v1/chat/completions",
+            json!({"model": "claude-sonnet-4-5", "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,not base64!!"}}]}]}),
+            "messages[3].content[1]: image data is not valid base64",
+        ),
+        // Anthropic's system is separate: messages[2].content[0]
+        (
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "system": "be brief", "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "not base64!!"}},
+                    {"type": "text", "text": "what is it?"}]}]}),
+            "messages[2].content[0]: image data is not valid base64",
+        ),
+        // the Responses API numbers `input`
+        (
+            "/v1/responses",
+            json!({"model": "claude-sonnet-4-5", "input": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "input_text", "text": "what is it?"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,aGVsbG8sIHdvcmxk"}]}]}),
+            "input[1].content[1]: image data is not a PNG, JPEG, GIF or WebP image (declared image/png)",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "claude-sonnet-4-5", "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}),
+            "messages[1].tool_calls[0]: tool call arguments are not valid JSON",
+        ),
+    ];
+    for (path, body, want) in cases {
+        let (s, _, b) = r.send(r.req("POST", path, body.to_string())).await;
+        assert_eq!(s, 400, "{path}");
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with(want), "{path}: {msg}");
+    }
+    assert_eq!(r.mock.generate_calls(), 0, "nothing broken went out");
 }
 
 // ---- the size guard ----

@@ -580,3 +580,186 @@ async fn a_tool_call_cut_short_makes_the_response_incomplete() {
         );
     }
 }
+
+/// Codex 0.171's sub-agent tools, as it sends them.
+fn multi_agent_namespace() -> Value {
+    json!({"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents",
+           "tools": [
+               {"type": "function", "name": "spawn_agent", "description": "Start a sub-agent",
+                "strict": false,
+                "parameters": {"type": "object", "properties": {"task": {"type": "string"}},
+                               "required": ["task"], "additionalProperties": false}},
+               {"type": "function", "name": "wait_agent", "description": "Wait for a sub-agent",
+                "strict": false, "parameters": {"type": "object", "properties": {}}}]})
+}
+
+#[tokio::test]
+async fn namespace_tools_are_flattened_for_kiro_and_calls_come_back_namespaced() {
+    let r = start().await;
+    let body = |stream: bool, input: Value| {
+        json!({"model": "claude-sonnet-4-5", "stream": stream, "reasoning": {"effort": NO_REASONING},
+               "input": input,
+               "tools": [{"type": "function", "name": "shell", "parameters": {"type": "object"}},
+                         multi_agent_namespace(),
+                         {"type": "web_search", "external_web_access": false}]})
+    };
+    let args = r#"{"task":"count the files"}"#;
+    for stream in [false, true] {
+        r.mock.push_reply(Reply::Stream(
+            Script::new()
+                .metadata()
+                .tool_call("tooluse_s1", "multi_agent_v1__spawn_agent", args)
+                .end(),
+        ));
+        let (s, _, b) = responses(&r, body(stream, json!("split the work"))).await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        let v = if stream {
+            let ev = events(&b);
+            // the item is announced and finished with the client's name and namespace
+            for kind in ["response.output_item.added", "response.output_item.done"] {
+                let (_, d) = ev.iter().find(|(n, _)| n == kind).unwrap();
+                assert_eq!(d["item"]["name"], "spawn_agent", "{kind}: {d}");
+                assert_eq!(d["item"]["namespace"], "multi_agent_v1", "{kind}: {d}");
+            }
+            let (_, done) = ev
+                .iter()
+                .find(|(n, _)| n == "response.function_call_arguments.done")
+                .unwrap();
+            assert_eq!(done["name"], "spawn_agent");
+            ev.last().unwrap().1["response"].clone()
+        } else {
+            serde_json::from_slice(&b).unwrap()
+        };
+        let item = &v["output"][0];
+        assert_eq!(item["type"], "function_call", "{v}");
+        assert_eq!(item["name"], "spawn_agent");
+        assert_eq!(item["namespace"], "multi_agent_v1");
+        assert_eq!(item["call_id"], "tooluse_s1");
+        assert_eq!(item["arguments"], args);
+    }
+    // Kiro saw each inner tool under its flattened name, beside the plain function; the web
+    // search tool (which Kiro cannot run) is left out
+    let up = r.last_generate();
+    let names: Vec<&str> = up["conversationState"]["currentMessage"]["userInputMessage"]
+        ["userInputMessageContext"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["toolSpecification"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "shell",
+            "multi_agent_v1__spawn_agent",
+            "multi_agent_v1__wait_agent"
+        ]
+    );
+    // Codex replays the call (name + namespace) with its output: Kiro gets the flattened name
+    r.mock
+        .push_reply(Reply::Stream(Script::text("Started.", 4)));
+    let replay = json!([
+        {"type": "message", "role": "user", "content": "split the work"},
+        {"type": "function_call", "call_id": "tooluse_s1", "name": "spawn_agent",
+         "namespace": "multi_agent_v1", "arguments": args},
+        {"type": "function_call_output", "call_id": "tooluse_s1", "output": "agent 7 started"}]);
+    let (s, _, b) = responses(&r, body(false, replay)).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let up = r.last_generate();
+    let uses = &up["conversationState"]["history"][1]["assistantResponseMessage"]["toolUses"];
+    assert_eq!(
+        uses,
+        &json!([{"toolUseId": "tooluse_s1", "name": "multi_agent_v1__spawn_agent",
+                 "input": {"task": "count the files"}}])
+    );
+    let results = &up["conversationState"]["currentMessage"]["userInputMessage"]
+        ["userInputMessageContext"]["toolResults"];
+    assert_eq!(results[0]["toolUseId"], "tooluse_s1");
+    assert_eq!(results[0]["content"][0]["text"], "agent 7 started");
+}
+
+#[tokio::test]
+async fn a_long_namespaced_name_is_shortened_stably_within_kiros_rule() {
+    use kiro_gateway::api::responses::convert::flat_name;
+    let ns = "mcp__a_very_long_server_name_for_the_integration";
+    let long = flat_name(ns, "list_all_open_pull_requests_with_reviews");
+    assert_eq!(long.len(), 64, "{long}");
+    assert!(long.starts_with("mcp__a_very_long_server_name_for_the_integration__list_"));
+    assert!(long[56..].chars().all(|c| c.is_ascii_hexdigit()), "{long}");
+    assert_eq!(&long[55..56], "_");
+    // stable, and distinct from a sibling that shares the first 55 characters
+    assert_eq!(
+        long,
+        flat_name(ns, "list_all_open_pull_requests_with_reviews")
+    );
+    assert_ne!(
+        long,
+        flat_name(ns, "list_all_open_pull_requests_with_comments")
+    );
+    // characters Kiro refuses are replaced (and hashed, so `a.b` and `a_b` stay apart)
+    let dotted = flat_name("my.ns", "tool");
+    assert!(
+        kiro_gateway::api::conversation::valid_tool_name(&dotted),
+        "{dotted}"
+    );
+    assert!(dotted.starts_with("my_ns__tool_"), "{dotted}");
+    assert_ne!(dotted, flat_name("my_ns", "tool"));
+    assert_eq!(
+        flat_name("multi_agent_v1", "spawn_agent"),
+        "multi_agent_v1__spawn_agent"
+    );
+
+    // a call of the long tool comes back under its own name and namespace
+    let r = start().await;
+    r.mock.push_reply(Reply::Stream(
+        Script::new()
+            .metadata()
+            .tool_call("tooluse_l", &long, "{}")
+            .end(),
+    ));
+    let (s, _, b) = responses(
+        &r,
+        json!({"model": "claude-sonnet-4-5", "reasoning": {"effort": NO_REASONING}, "input": "go",
+               "tools": [{"type": "namespace", "name": ns, "tools": [
+                   {"type": "function", "name": "list_all_open_pull_requests_with_reviews",
+                    "parameters": {"type": "object"}}]}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        v["output"][0]["name"],
+        "list_all_open_pull_requests_with_reviews"
+    );
+    assert_eq!(v["output"][0]["namespace"], ns);
+}
+
+#[tokio::test]
+async fn a_refusal_counts_only_the_clients_own_input_after_a_chained_response() {
+    let r = start().await;
+    r.mock.push_reply(Reply::Stream(Script::text("Hello", 4)));
+    let (s, _, b) = responses(
+        &r,
+        json!({"model": "claude-sonnet-4-5", "reasoning": {"effort": NO_REASONING},
+               "input": [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let first: Value = serde_json::from_slice(&b).unwrap();
+    // three stored items come first; the client's broken part is still its input[0]
+    let (s, _, b) = responses(
+        &r,
+        json!({"model": "claude-sonnet-4-5", "reasoning": {"effort": NO_REASONING},
+               "previous_response_id": first["id"],
+               "input": [{"role": "user", "content": [
+                   {"type": "input_image", "image_url": "data:image/png;base64,@@"}]}]}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        v["error"]["message"],
+        "input[0].content[0]: image data is not valid base64"
+    );
+    assert_eq!(v["error"]["param"], "input[0].content[0].image_url");
+}

@@ -380,6 +380,7 @@ pub fn to_kiro_traced(
             if !valid_tool_name(&t.name) {
                 return Err(crate::api::preflight::Violation {
                     message: None,
+                    part: None,
                     field: format!("tools[{i}].name"),
                     rule: "tool_name",
                     detail: format!(
@@ -593,7 +594,10 @@ pub fn drop_oldest_turn(conv: &mut Conversation) -> usize {
     }
 }
 
-/// Parse a `data:` URL or bare base64 into a Kiro image; `media_type` wins when given.
+/// Parse a `data:` URL or bare base64 into a Kiro image. The format comes from the image's
+/// own bytes (a mismatch with the declared type, `media_type` or the data URL's, is logged
+/// at debug): Kiro refuses an image whose bytes are not its declared format with an opaque
+/// 400. Bytes of no format Kiro takes are refused here.
 pub fn image_from_data(data: &str, media_type: Option<&str>) -> Result<Image, String> {
     let (mt, b64) = if let Some(rest) = data.strip_prefix("data:") {
         let (meta, payload) = rest
@@ -611,29 +615,52 @@ pub fn image_from_data(data: &str, media_type: Option<&str>) -> Result<Image, St
         .unwrap_or("image/jpeg")
         .to_ascii_lowercase();
     let sub = media.strip_prefix("image/").unwrap_or(&media);
-    let format = match sub {
-        "png" => "png",
-        "jpeg" | "jpg" => "jpeg",
-        "gif" => "gif",
-        "webp" => "webp",
-        other => {
-            return Err(format!(
-                "image type {other:?} is not supported by Kiro (png, jpeg, gif, webp)"
-            ))
-        }
+    let declared = match sub {
+        "png" => Some("png"),
+        "jpeg" | "jpg" => Some("jpeg"),
+        "gif" => Some("gif"),
+        "webp" => Some("webp"),
+        _ => None,
     };
     let b64: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     use base64::Engine;
-    if b64.is_empty()
-        || base64::engine::general_purpose::STANDARD
-            .decode(&b64)
-            .is_err()
-    {
-        return Err("image data is not valid base64".into());
-    }
+    let bytes = match base64::engine::general_purpose::STANDARD.decode(&b64) {
+        Ok(b) if !b.is_empty() => b,
+        _ => return Err("image data is not valid base64".into()),
+    };
+    let format = match (crate::kiro::types::sniff_image_format(&bytes), declared) {
+        (Some(real), Some(said)) if real != said => {
+            tracing::debug!(
+                declared = %media,
+                actual = real,
+                "image bytes are not their declared type; sending the actual format"
+            );
+            real
+        }
+        (Some(real), None) => {
+            tracing::debug!(
+                declared = %media,
+                actual = real,
+                "image of an unsupported declared type holds a supported format; sending that"
+            );
+            real
+        }
+        (Some(real), Some(_)) => real,
+        (None, None) => {
+            return Err(format!(
+                "image type {sub:?} is not supported by Kiro (png, jpeg, gif, webp)"
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "image data is not a PNG, JPEG, GIF or WebP image (declared {media})"
+            ))
+        }
+    };
     Ok(Image {
         format: format.into(),
         source: crate::kiro::types::ImageSource { bytes: b64 },
+        place: None,
     })
 }
 
@@ -724,11 +751,13 @@ mod tests {
         let img = |b: &str| Image {
             format: "png".into(),
             source: crate::kiro::types::ImageSource { bytes: b.into() },
+            place: None,
         };
+        let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
         let mut a = Message::text(Role::User, "one");
-        a.images.push(img("AAAA"));
+        a.images.push(img(png));
         let mut b = Message::text(Role::User, "two");
-        b.images.push(img("BBBB"));
+        b.images.push(img(png));
         let req = to_kiro(
             Conversation {
                 messages: vec![a, b],
@@ -854,14 +883,57 @@ mod tests {
         );
     }
 
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    const JPEG: &[u8] = &[0xff, 0xd8, 0xff, 0xe0, 0, 0x10, b'J', b'F', b'I', b'F'];
+
     #[test]
     fn parses_images() {
-        let i = image_from_data("data:image/jpg;base64,aGVsbG8=", None).unwrap();
+        let jpeg = b64(JPEG);
+        let i = image_from_data(&format!("data:image/jpg;base64,{jpeg}"), None).unwrap();
         assert_eq!(
             (i.format.as_str(), i.source.bytes.as_str()),
-            ("jpeg", "aGVsbG8=")
+            ("jpeg", jpeg.as_str())
         );
-        assert!(image_from_data("data:image/tiff;base64,aGVsbG8=", None).is_err());
-        assert!(image_from_data("data:image/png;base64,@@@", None).is_err());
+        assert_eq!(
+            image_from_data(
+                &format!("data:image/tiff;base64,{}", b64(b"II*\0tiff")),
+                None
+            )
+            .unwrap_err(),
+            "image type \"tiff\" is not supported by Kiro (png, jpeg, gif, webp)"
+        );
+        assert_eq!(
+            image_from_data("data:image/png;base64,@@@", None).unwrap_err(),
+            "image data is not valid base64"
+        );
+    }
+
+    #[test]
+    fn the_image_format_comes_from_its_bytes() {
+        // a JPEG declared as PNG (and the reverse) goes to Kiro as what it is
+        let i = image_from_data(&format!("data:image/png;base64,{}", b64(JPEG)), None).unwrap();
+        assert_eq!(i.format, "jpeg");
+        let i = image_from_data(&b64(PNG), Some("image/jpeg")).unwrap();
+        assert_eq!(i.format, "png");
+        let gif = b64(b"GIF89a\x01\0\x01\0");
+        assert_eq!(
+            image_from_data(&gif, Some("image/webp")).unwrap().format,
+            "gif"
+        );
+        let webp = b64(b"RIFF\x1a\0\0\0WEBPVP8L");
+        assert_eq!(
+            image_from_data(&webp, Some("image/png")).unwrap().format,
+            "webp"
+        );
+        // bytes of no image format Kiro takes are refused, naming what was declared
+        assert_eq!(
+            image_from_data(&b64(b"hello, not an image"), Some("image/png")).unwrap_err(),
+            "image data is not a PNG, JPEG, GIF or WebP image (declared image/png)"
+        );
     }
 }

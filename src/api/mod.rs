@@ -98,12 +98,12 @@ impl Dialect {
                 r.headers_mut().insert(http::header::RETRY_AFTER, v);
             }
         }
-        // a used-up quota does not come back by retrying: the OpenAI and Anthropic SDKs read
-        // this header and give up at once instead of retrying a 429
-        if e.code.as_deref() == Some("insufficient_quota") {
-            r.headers_mut()
-                .insert("x-should-retry", HeaderValue::from_static("false"));
-        }
+        // the OpenAI and Anthropic SDKs (and Claude Code) obey this header over their own
+        // status rules: without it they retry a 401 or a used-up quota's 429 several times
+        r.headers_mut().insert(
+            "x-should-retry",
+            HeaderValue::from_static(if e.is_retryable() { "true" } else { "false" }),
+        );
         r.extensions_mut().insert(e.clone());
         r
     }

@@ -43,6 +43,9 @@ pub const MAX_TOOL_DESCRIPTION: usize = 10_000;
 pub struct Violation {
     /// The client's message index, when the broken part came from one.
     pub message: Option<usize>,
+    /// The client's own path to the broken part inside that message, when known (an image's
+    /// `messages[0].content[1]`): it wins over `message` + `field` as the place named.
+    pub part: Option<String>,
     /// The field, e.g. `content`, `tool_calls[0]`, `images[1]`, `tools[2].description`.
     pub field: String,
     pub rule: &'static str,
@@ -50,22 +53,62 @@ pub struct Violation {
 }
 
 impl Violation {
-    pub fn into_error(self) -> GatewayError {
-        let place = match self.message {
-            Some(i) => format!("message {i}, {}", self.field),
-            None => self.field.clone(),
-        };
-        let param = match self.message {
-            Some(i) => format!("messages[{i}].{}", self.field),
-            None => self.field.clone(),
+    /// The error, naming the place in the client's numbering: `list` is what the client's
+    /// messages are called (`messages`, or `input` in the Responses API).
+    pub fn into_error_in(self, list: &str) -> GatewayError {
+        let (place, param) = match (&self.part, self.message) {
+            (Some(p), _) => (p.clone(), p.clone()),
+            (None, Some(i)) => (
+                format!("{list}[{i}]"),
+                format!("{list}[{i}].{}", self.field),
+            ),
+            (None, None) => (self.field.clone(), self.field.clone()),
         };
         GatewayError::invalid_request(format!(
-            "Kiro would refuse this request ({place}): {} [rule: {}]",
+            "{place}: {}; Kiro would refuse this request [rule: {}]",
             self.detail, self.rule
         ))
         .with_param(param)
         .with_code(format!("kiro_{}", self.rule))
     }
+
+    /// [`Self::into_error_in`] for a request whose messages are `messages`.
+    pub fn into_error(self) -> GatewayError {
+        self.into_error_in("messages")
+    }
+}
+
+/// The place a conversion refusal names in its message, from the client-side path of the
+/// broken field (its `param`): the message and, where there is one, the content part or tool
+/// call (`messages[0].content[1].image_url.url` → `messages[0].content[1]`). `None` for a path
+/// outside the messages (`tools[0].name`, `n`), whose message says what it is about itself.
+pub fn place(param: &str) -> Option<&str> {
+    if !["messages[", "input["].iter().any(|l| param.starts_with(l)) {
+        return None;
+    }
+    // the list index, then at most one more `.name[j]`
+    let first = param.find(']')?;
+    let rest = &param[first + 1..];
+    let part_end = rest
+        .strip_prefix('.')
+        .and_then(|r| {
+            let open = r.find('[')?;
+            let close = r.find(']')?;
+            (close > open && !r[..open].contains('.')).then_some(close + 2)
+        })
+        .unwrap_or(0);
+    Some(&param[..first + 1 + part_end])
+}
+
+/// A conversion refusal: a 400 whose message starts with the [`place`] of `param` when it is
+/// in the messages (`messages[0].content[1]: image data is not valid base64`).
+pub fn refusal(detail: impl std::fmt::Display, param: impl Into<String>) -> GatewayError {
+    let param = param.into();
+    let message = match place(&param) {
+        Some(p) => format!("{p}: {detail}"),
+        None => detail.to_string(),
+    };
+    GatewayError::invalid_request(message).with_param(param)
 }
 
 fn schema_problem(v: &Value) -> Option<&'static str> {
@@ -106,26 +149,35 @@ pub fn is_bare_base64(s: &str) -> bool {
 pub fn check(
     req: &GenerateAssistantRequest,
     sources: &[Option<usize>],
+    list: &str,
 ) -> Result<(), GatewayError> {
     violations(req, sources)
         .into_iter()
         .next()
-        .map_or(Ok(()), |v| Err(v.into_error()))
+        .map_or(Ok(()), |v| Err(v.into_error_in(list)))
 }
 
 /// Every broken rule, in request order.
 pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> Vec<Violation> {
-    let mut out = Vec::new();
+    let out = std::cell::RefCell::new(Vec::new());
     let cs = &req.conversation_state;
     let src = |i: usize| sources.get(i).copied().flatten();
     let current_src = src(cs.history.len());
-    let mut v = |message: Option<usize>, field: String, rule: &'static str, detail: String| {
-        out.push(Violation {
+    let push = |message: Option<usize>,
+                part: Option<String>,
+                field: String,
+                rule: &'static str,
+                detail: String| {
+        out.borrow_mut().push(Violation {
             message,
+            part,
             field,
             rule,
             detail,
         })
+    };
+    let mut v = |message: Option<usize>, field: String, rule: &'static str, detail: String| {
+        push(message, None, field, rule, detail)
     };
     if cs.chat_trigger_type != "MANUAL" || cs.conversation_id.is_empty() {
         v(
@@ -189,10 +241,12 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
                     "the message content is empty".into(),
                 );
             }
+            // an image names its own content part, as the conversion recorded it
             for (k, img) in u.images.iter().enumerate() {
                 if !["png", "jpeg", "gif", "webp"].contains(&img.format.as_str()) {
-                    v(
+                    push(
                         at,
+                        img.place.clone(),
                         format!("images[{k}]"),
                         "image_format",
                         format!(
@@ -202,11 +256,12 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
                     );
                 }
                 if !is_bare_base64(&img.source.bytes) {
-                    v(
+                    push(
                         at,
+                        img.place.clone(),
                         format!("images[{k}]"),
                         "image_base64",
-                        "the image data is not valid base64".into(),
+                        "image data is not valid base64".into(),
                     );
                 }
             }
@@ -319,7 +374,7 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
         pending.clear();
         expect_user = false;
     }
-    out
+    out.into_inner()
 }
 
 #[cfg(test)]
@@ -381,7 +436,7 @@ mod tests {
                 json!({"userInputMessageContext": {"tools": tools(), "toolResults": results(&["t1"])}}),
             ),
         );
-        assert!(check(&r, &[]).is_ok(), "{:?}", rules(&r));
+        assert!(check(&r, &[], "messages").is_ok(), "{:?}", rules(&r));
     }
 
     #[test]
@@ -538,12 +593,77 @@ mod tests {
     #[test]
     fn the_error_names_the_client_message_the_field_and_the_rule() {
         let r = req(json!([user("a"), user("b")]), current(json!({})));
-        let e = check(&r, &[Some(0), Some(4), Some(7)]).unwrap_err();
+        let e = check(&r, &[Some(0), Some(4), Some(7)], "messages").unwrap_err();
         assert_eq!(e.status, 400);
-        assert!(e.message.contains("message 4, role"), "{}", e.message);
-        assert!(e.message.contains("[rule: alternation]"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "messages[4]: two user turns in a row (the history must end with an assistant turn); Kiro would refuse this request [rule: alternation]"
+        );
         assert_eq!(e.param.as_deref(), Some("messages[4].role"));
         assert_eq!(e.code.as_deref(), Some("kiro_alternation"));
+        // the Responses API numbers its `input`
+        let e = check(&r, &[Some(0), Some(4), Some(7)], "input").unwrap_err();
+        assert!(
+            e.message.starts_with("input[4]: two user turns"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.param.as_deref(), Some("input[4].role"));
+    }
+
+    #[test]
+    fn an_image_is_named_by_its_own_content_part() {
+        let mut r = req(
+            json!([]),
+            current(
+                json!({"images": [{"format": "png", "source": {"bytes": "AAAA"}},
+                                      {"format": "png", "source": {"bytes": "not base64!"}}]}),
+            ),
+        );
+        r.conversation_state
+            .current_message
+            .user_input_message
+            .images[1]
+            .place = Some("messages[2].content[3]".into());
+        let e = check(&r, &[Some(2)], "messages").unwrap_err();
+        assert_eq!(
+            e.message,
+            "messages[2].content[3]: image data is not valid base64; Kiro would refuse this request [rule: image_base64]"
+        );
+        assert_eq!(e.param.as_deref(), Some("messages[2].content[3]"));
+    }
+
+    #[test]
+    fn a_refusal_names_the_message_and_content_part() {
+        assert_eq!(
+            place("messages[0].content[1].image_url.url"),
+            Some("messages[0].content[1]")
+        );
+        assert_eq!(
+            place("messages[2].tool_calls[0].function.arguments"),
+            Some("messages[2].tool_calls[0]")
+        );
+        assert_eq!(place("messages[1].role"), Some("messages[1]"));
+        assert_eq!(place("messages[1].content"), Some("messages[1]"));
+        assert_eq!(
+            place("input[3].output[1].image_url"),
+            Some("input[3].output[1]")
+        );
+        assert_eq!(place("input[12]"), Some("input[12]"));
+        assert_eq!(place("tools[0].name"), None);
+        let e = refusal(
+            "image data is not valid base64",
+            "messages[0].content[1].image_url.url",
+        );
+        assert_eq!(
+            e.message,
+            "messages[0].content[1]: image data is not valid base64"
+        );
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].content[1].image_url.url")
+        );
+        assert_eq!(refusal("n must be 1", "n").message, "n must be 1");
     }
 
     #[test]

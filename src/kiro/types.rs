@@ -77,6 +77,25 @@ pub struct Image {
     /// `png`, `jpeg`, `gif` or `webp`.
     pub format: String,
     pub source: ImageSource,
+    /// Where the client sent it (`messages[0].content[1]`), for error messages; never sent.
+    #[serde(skip)]
+    pub place: Option<String>,
+}
+
+/// The [`Image::format`] of `bytes`, from its magic number: `png`, `jpeg`, `gif` or `webp`
+/// (`None`: none of the formats the service takes).
+pub fn sniff_image_format(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("png")
+    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("gif")
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some("webp")
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +232,7 @@ mod tests {
                             source: ImageSource {
                                 bytes: "AAAA".into(),
                             },
+                            place: None,
                         }],
                         user_input_message_context: Some(UserInputMessageContext {
                             tools: vec![Tool {

@@ -42,6 +42,9 @@ pub trait DialectApi: Send + Sync + 'static {
     const ID_PREFIX: &'static str;
     /// The route the dialect is served on (the `route` label of its metrics).
     const ROUTE: &'static str;
+    /// What the request calls its list of messages, in the places pre-flight errors name
+    /// (`messages[2]`; the Responses API's `input[2]`).
+    const MESSAGES: &'static str = "messages";
 
     fn model(req: &Self::Request) -> &str;
     fn is_stream(req: &Self::Request) -> bool;
@@ -276,7 +279,7 @@ pub fn prepare<D: DialectApi>(
             bytes.len()
         )));
     }
-    crate::api::preflight::check(&kiro_req, &sources)?;
+    crate::api::preflight::check(&kiro_req, &sources, D::MESSAGES)?;
     let estimate = estimate_request(&kiro_req);
     let mut without_reasoning = None;
     let mut stripped = false;

@@ -90,6 +90,19 @@ fn check_user(
         if !bare {
             return Err(bad(format!("{where_}: image bytes are not bare base64")));
         }
+        // the service refuses an image whose bytes are not its declared format
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .unwrap_or_default();
+        let actual = crate::kiro::types::sniff_image_format(&decoded);
+        if actual != Some(img.format.as_str()) {
+            return Err(bad(format!(
+                "{where_}: image bytes are {} but the format says {:?}",
+                actual.unwrap_or("no known image format"),
+                img.format
+            )));
+        }
     }
     Ok(())
 }

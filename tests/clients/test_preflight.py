@@ -409,7 +409,7 @@ def test_openai_sdk_broken_base64_image_is_refused(oc, mock):
     with pytest.raises(openai.BadRequestError) as e:
         oc.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}])
     assert e.value.status_code == 400
-    assert "base64" in e.value.body["message"], e.value.body
+    assert e.value.body["message"] == "messages[0].content[1]: image data is not valid base64", e.value.body
     assert e.value.param == "messages[0].content[1].image_url.url"
     assert_no_generate_call(mock)
 
@@ -424,7 +424,7 @@ def test_anthropic_sdk_broken_base64_image_is_refused(ac, mock):
         ac.messages.create(model=MODEL, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": content}])
     assert e.value.status_code == 400
     assert e.value.body["error"]["type"] == "invalid_request_error"
-    assert "base64" in e.value.body["error"]["message"], e.value.body
+    assert e.value.body["error"]["message"] == "messages[0].content[0]: image data is not valid base64", e.value.body
     assert_no_generate_call(mock)
 
 

@@ -1199,3 +1199,87 @@ def test_responses_demo_example_runs(api_base, api_key, mock):
     # the mock's default reply echoes the prompt, once per request
     assert p.stdout.count("You said:") == 2, p.stdout
     assert len(mock.chat_requests()) == 2
+
+
+# === Codex namespace tools =========================================================================
+
+# Codex 0.171's sub-agent tools: a `namespace` tool holding functions.
+MULTI_AGENT_NAMESPACE = {
+    "type": "namespace",
+    "name": "multi_agent_v1",
+    "description": "Tools to run sub-agents.",
+    "tools": [
+        {
+            "type": "function",
+            "name": "spawn_agent",
+            "description": "Start a sub-agent on a task.",
+            "strict": False,
+            "parameters": {
+                "type": "object",
+                "properties": {"task": {"type": "string"}},
+                "required": ["task"],
+                "additionalProperties": False,
+            },
+        },
+        {
+            "type": "function",
+            "name": "wait_agent",
+            "description": "Wait for a sub-agent to finish.",
+            "strict": False,
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
+    ],
+}
+SPAWN_ARGS = '{"task":"count the files"}'
+
+
+def test_codex_namespace_tool_call_and_replay(client, mock):
+    # the model calls the inner tool under the flattened name Kiro knows it by
+    mock.reply([mock.tool_call("tooluse_ns1", "multi_agent_v1__spawn_agent", SPAWN_ARGS, fragment=3)])
+    task = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Split the work."}]}
+    common = dict(
+        model=MODEL,
+        stream=True,
+        instructions=CODEX_INSTRUCTIONS,
+        tools=[SHELL_TOOL, MULTI_AGENT_NAMESPACE],
+        tool_choice="auto",
+        parallel_tool_calls=False,
+        store=False,
+        include=[],
+    )
+    events = list(client.responses.create(input=[task], **common))
+    types = [e.type for e in events]
+    assert collapse(types) == stream_of(function_call_events()), types
+    done = check_stream_events([dump(e) for e in events])
+    item = done[0]
+    assert_function_call_item(item, "tooluse_ns1", "spawn_agent", SPAWN_ARGS)
+    assert item["namespace"] == "multi_agent_v1", item
+    added = next(dump(e) for e in events if e.type == "response.output_item.added")
+    assert (added["item"]["name"], added["item"]["namespace"]) == ("spawn_agent", "multi_agent_v1"), added
+    final = dump(events[-1].response)
+    assert final["status"] == "completed", final
+    assert (final["output"][0]["name"], final["output"][0]["namespace"]) == ("spawn_agent", "multi_agent_v1")
+    specs = upstream_tools(mock.last_chat())
+    assert [s["name"] for s in specs] == ["shell", "multi_agent_v1__spawn_agent", "multi_agent_v1__wait_agent"], specs
+
+    # Codex replays the call as it got it, with the tool's output: the turn goes through and
+    # Kiro sees its own name for the tool
+    text = mock.reply_text("Agent ", "started.")
+    replay = [
+        task,
+        {"type": "function_call", "call_id": "tooluse_ns1", "name": "spawn_agent",
+         "namespace": "multi_agent_v1", "arguments": SPAWN_ARGS},
+        {"type": "function_call_output", "call_id": "tooluse_ns1", "output": "agent 7 started"},
+    ]
+    events = list(client.responses.create(input=replay, **common))
+    final = events[-1].response
+    assert events[-1].type == "response.completed", [e.type for e in events]
+    assert final.output_text == text
+    body = mock.last_chat()
+    assert assistant_turns(body)[-1]["toolUses"] == [
+        {"toolUseId": "tooluse_ns1", "name": "multi_agent_v1__spawn_agent", "input": {"task": "count the files"}}
+    ], assistant_turns(body)
+    ctx = current(body)["userInputMessageContext"]
+    assert ctx["toolResults"] == [
+        {"toolUseId": "tooluse_ns1", "content": [{"text": "agent 7 started"}], "status": "success"}
+    ], ctx

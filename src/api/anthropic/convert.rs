@@ -57,13 +57,18 @@ fn image(block: &Value, at: &str) -> Result<crate::kiro::types::Image, GatewayEr
         Some("base64") => {
             let data = src.get("data").and_then(Value::as_str).unwrap_or_default();
             let media = src.get("media_type").and_then(Value::as_str);
-            image_from_data(data, media).map_err(|e| bad(format!("{at}.source: {e}")))
+            image_from_data(data, media)
+                .map(|mut img| {
+                    img.place = Some(at.to_owned());
+                    img
+                })
+                .map_err(|e| bad(format!("{at}: {e}")))
         }
         Some("url") => Err(bad(format!(
-            "{at}.source: URL image sources are not supported; send the image as base64"
+            "{at}: URL image sources are not supported; send the image as base64"
         ))),
         other => Err(bad(format!(
-            "{at}.source: unsupported image source type {other:?}"
+            "{at}: unsupported image source type {other:?}"
         ))),
     }
 }
@@ -87,8 +92,10 @@ fn tool_result_content(
                             .unwrap_or_default()
                             .to_owned(),
                     ),
-                    Some("image") => images.push(image(b, &format!("{at}.content.{i}"))?),
-                    Some("document") => texts.push(document_text(b, &format!("{at}.content.{i}"))?),
+                    Some("image") => images.push(image(b, &format!("{at}.content[{i}]"))?),
+                    Some("document") => {
+                        texts.push(document_text(b, &format!("{at}.content[{i}]"))?)
+                    }
                     other => {
                         tracing::debug!(kind = ?other, "dropping a tool_result block the gateway cannot forward")
                     }
@@ -121,7 +128,7 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
         Value::String(s) => m.text = s.clone(),
         Value::Array(blocks) => {
             for (i, b) in blocks.iter().enumerate() {
-                let bat = format!("{at}.content.{i}");
+                let bat = format!("{at}.content[{i}]");
                 match b.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         m.push_text(b.get("text").and_then(Value::as_str).unwrap_or_default())
@@ -138,11 +145,11 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
                         let id = b
                             .get("id")
                             .and_then(Value::as_str)
-                            .ok_or_else(|| bad(format!("{bat}.id: Field required")))?;
+                            .ok_or_else(|| bad(format!("{bat}: id: Field required")))?;
                         let name = b
                             .get("name")
                             .and_then(Value::as_str)
-                            .ok_or_else(|| bad(format!("{bat}.name: Field required")))?;
+                            .ok_or_else(|| bad(format!("{bat}: name: Field required")))?;
                         m.tool_calls.push(ToolCall {
                             id: id.to_owned(),
                             name: name.to_owned(),
@@ -156,7 +163,7 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
                         let id = b
                             .get("tool_use_id")
                             .and_then(Value::as_str)
-                            .ok_or_else(|| bad(format!("{bat}.tool_use_id: Field required")))?;
+                            .ok_or_else(|| bad(format!("{bat}: tool_use_id: Field required")))?;
                         let text = tool_result_content(b.get("content"), &bat, &mut m.images)?;
                         m.tool_results.push(ToolResultMsg {
                             id: id.to_owned(),
@@ -200,14 +207,14 @@ fn message(role: Role, content: &Value, at: &str) -> Result<Message, GatewayErro
                     Some(kind) => {
                         tracing::debug!(kind, "dropping a content block Kiro has no field for")
                     }
-                    None => return Err(bad(format!("{bat}.type: Field required"))),
+                    None => return Err(bad(format!("{bat}: type: Field required"))),
                 }
             }
         }
         Value::Null => {}
         _ => {
             return Err(bad(format!(
-                "{at}.content: must be a string or a list of blocks"
+                "{at}: content must be a string or a list of blocks"
             )))
         }
     }
@@ -264,7 +271,7 @@ pub fn to_conversation(
     let system = system_text(&req.system)?;
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
-        let at = format!("messages.{i}");
+        let at = format!("messages[{i}]");
         let before = messages.len();
         match m.role.as_str() {
             "user" => messages.push(message(Role::User, &m.content, &at)?),
@@ -281,7 +288,7 @@ pub fn to_conversation(
             }
             other => {
                 return Err(bad(format!(
-                    "{at}.role: {other:?} is not user or assistant"
+                    "{at}: role {other:?} is not user or assistant"
                 )))
             }
         }
@@ -339,13 +346,13 @@ mod tests {
                        {"type": "text", "text": "Be brief."}],
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "look"},
-                    {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "aGk="}}]},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "UklGRhoAAABXRUJQVlA4TA=="}}]},
                 {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
                     {"type": "text", "text": "calling"},
                     {"type": "tool_use", "id": "t1", "name": "read", "input": {"p": 1}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "is_error": true,
                     "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"},
-                                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "aGk="}}]}]},
+                                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="}}]}]},
                 {"role": "system", "content": "remember the rules"}],
             "tools": [{"name": "read", "description": "Read", "input_schema": {"type": "object"}},
                       {"type": "web_search_20250305", "name": "web_search"}],
@@ -380,9 +387,9 @@ mod tests {
             json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]}),
         );
-        assert!(to_conversation(&url, true)
-            .unwrap_err()
-            .message
-            .contains("messages.0.content.0"));
+        assert_eq!(
+            to_conversation(&url, true).unwrap_err().message,
+            "messages[0].content[0]: URL image sources are not supported; send the image as base64"
+        );
     }
 }

@@ -17,8 +17,9 @@ use crate::api::conversation::{
 };
 use crate::error::GatewayError;
 
+/// A refusal naming its place (`messages[0].content[1]: …`), with the full path as `param`.
 fn bad(msg: impl Into<String>, param: impl Into<String>) -> GatewayError {
-    GatewayError::invalid_request(msg).with_param(param)
+    crate::api::preflight::refusal(msg.into(), param)
 }
 
 /// Text of a content value (string, list of text parts, or null).
@@ -74,8 +75,9 @@ fn user_message(m: &ChatMessage, param: &str) -> Result<Message, GatewayError> {
                                 format!("{pp}.image_url.url"),
                             ));
                         }
-                        let img = image_from_data(url, None)
+                        let mut img = image_from_data(url, None)
                             .map_err(|e| bad(e, format!("{pp}.image_url.url")))?;
+                        img.place = Some(pp);
                         msg.images.push(img);
                     }
                     other => {
@@ -308,7 +310,7 @@ mod tests {
             {"role": "system", "content": "sys"},
             {"role": "developer", "content": [{"type": "text", "text": "dev"}]},
             {"role": "user", "content": [{"type": "text", "text": "look"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="}}]},
             {"role": "assistant", "content": null, "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "ok"}],

@@ -12,8 +12,12 @@
 //! - `previous_response_id`: the stored conversation of that response comes first.
 //! - Tools: `function` (`parameters`); Codex's freeform `custom` tools (`apply_patch`) become a
 //!   tool with one string argument `input` (their grammar goes into the description) and are
-//!   mapped back as `custom_tool_call` items. Other tool types (web search, local shell, …) are
-//!   dropped: Kiro cannot run them.
+//!   mapped back as `custom_tool_call` items. A `namespace` tool (Codex's sub-agent tools,
+//!   `{"type":"namespace","name":"multi_agent_v1","tools":[…]}`) is flattened: each inner tool
+//!   goes to Kiro as `<namespace>__<name>` ([`flat_name`]), its calls come back with the inner
+//!   `name` and the `namespace`, and a replayed `function_call` carrying `namespace` goes back
+//!   under the flattened name. Other tool types (web search, local shell, …) are dropped with a
+//!   debug log naming the type: Kiro cannot run them.
 //! - `tool_choice`: `none`, `auto`, `required`, `{"type":"function","name":…}`.
 //! - `text.format`: `json_schema` / `json_object` asked for in the system prompt.
 //! - Knowingly ignored: `max_output_tokens`, `temperature`, `top_p`, `parallel_tool_calls`,
@@ -27,21 +31,85 @@ use crate::api::conversation::{
 };
 use crate::error::GatewayError;
 
+/// A refusal naming its place (`input[0].content[1]: …`), with the full path as `param`.
 fn bad(msg: impl Into<String>, param: impl Into<String>) -> GatewayError {
-    GatewayError::invalid_request(msg).with_param(param)
+    crate::api::preflight::refusal(msg.into(), param)
 }
 
 /// The argument name a freeform (`custom`) tool's raw text travels in.
 pub const CUSTOM_INPUT: &str = "input";
 
-/// Names of the request's `custom` tools (their calls go back as `custom_tool_call`).
-pub fn custom_tool_names(req: &ResponsesRequest) -> Vec<String> {
-    req.tools
-        .iter()
-        .flatten()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("custom"))
-        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
-        .collect()
+/// Separator between a namespace and the name of one of its tools in the name Kiro sees.
+pub const NAMESPACE_SEPARATOR: &str = "__";
+
+/// The name Kiro gets for tool `name` of namespace `ns`: `<ns>__<name>` when that obeys Kiro's
+/// rule (1–64 of `[A-Za-z0-9_-]`); otherwise the other characters become `_` and the name is
+/// cut to 55 characters plus `_` and 8 hex digits of a SHA-256 of the full name, so the same
+/// tool always gets the same name and two long names stay apart.
+pub fn flat_name(ns: &str, name: &str) -> String {
+    let joined = format!("{ns}{NAMESPACE_SEPARATOR}{name}");
+    if crate::api::conversation::valid_tool_name(&joined) {
+        return joined;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(joined.as_bytes());
+    let mut out: String = joined
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(55)
+        .collect();
+    out.push('_');
+    for b in &digest[..4] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The request's tool names that need mapping back on the way out.
+#[derive(Debug, Clone, Default)]
+pub struct ToolNames {
+    /// Kiro names of the `custom` tools (their calls go back as `custom_tool_call`).
+    pub custom: Vec<String>,
+    /// Kiro name of each namespaced tool → (namespace, the tool's own name).
+    pub namespaced: std::collections::HashMap<String, (String, String)>,
+}
+
+impl ToolNames {
+    pub fn of(req: &ResponsesRequest) -> ToolNames {
+        let mut names = ToolNames::default();
+        let kind = |t: &Value| {
+            t.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("function")
+                .to_owned()
+        };
+        let name = |t: &Value| t.get("name").and_then(Value::as_str).map(str::to_owned);
+        for t in req.tools.iter().flatten() {
+            match kind(t).as_str() {
+                "custom" => names.custom.extend(name(t)),
+                "namespace" => {
+                    let Some(ns) = name(t) else { continue };
+                    let inner = t.get("tools").and_then(Value::as_array);
+                    for it in inner.into_iter().flatten() {
+                        let Some(n) = name(it) else { continue };
+                        let flat = flat_name(&ns, &n);
+                        if kind(it) == "custom" {
+                            names.custom.push(flat.clone());
+                        }
+                        names.namespaced.insert(flat, (ns.clone(), n));
+                    }
+                }
+                _ => {}
+            }
+        }
+        names
+    }
 }
 
 fn text_of_parts(
@@ -81,8 +149,9 @@ fn text_of_parts(
                                 .unwrap_or_default();
                             match images.as_deref_mut() {
                                 Some(imgs) => {
-                                    let img = image_from_data(url, None)
+                                    let mut img = image_from_data(url, None)
                                         .map_err(|e| bad(e, format!("{at}[{i}].image_url")))?;
+                                    img.place = Some(format!("{at}[{i}]"));
                                     imgs.push(img);
                                 }
                                 None => return Err(bad(
@@ -127,11 +196,27 @@ fn str_field<'a>(item: &'a Value, name: &str, at: &str) -> Result<&'a str, Gatew
         .ok_or_else(|| bad(format!("{name} is required"), format!("{at}.{name}")))
 }
 
-fn tool_def(t: &Value, i: usize) -> Result<Option<ToolDef>, GatewayError> {
-    let at = format!("tools[{i}]");
+/// The Kiro tools of one request tool (a namespace gives one per inner tool it can run).
+fn tool_defs(t: &Value, at: &str, out: &mut Vec<ToolDef>) -> Result<(), GatewayError> {
+    if t.get("type").and_then(Value::as_str) != Some("namespace") {
+        out.extend(tool_def(t, at)?);
+        return Ok(());
+    }
+    let ns = str_field(t, "name", at)?;
+    let inner = t.get("tools").and_then(Value::as_array);
+    for (j, it) in inner.into_iter().flatten().enumerate() {
+        if let Some(mut d) = tool_def(it, &format!("{at}.tools[{j}]"))? {
+            d.name = flat_name(ns, &d.name);
+            out.push(d);
+        }
+    }
+    Ok(())
+}
+
+fn tool_def(t: &Value, at: &str) -> Result<Option<ToolDef>, GatewayError> {
     match t.get("type").and_then(Value::as_str).unwrap_or("function") {
         "function" => {
-            let name = str_field(t, "name", &at)?.to_owned();
+            let name = str_field(t, "name", at)?.to_owned();
             Ok(Some(ToolDef {
                 description: t
                     .get("description")
@@ -147,7 +232,7 @@ fn tool_def(t: &Value, i: usize) -> Result<Option<ToolDef>, GatewayError> {
             }))
         }
         "custom" => {
-            let name = str_field(t, "name", &at)?.to_owned();
+            let name = str_field(t, "name", at)?.to_owned();
             let mut description = t
                 .get("description")
                 .and_then(Value::as_str)
@@ -170,7 +255,11 @@ fn tool_def(t: &Value, i: usize) -> Result<Option<ToolDef>, GatewayError> {
             }))
         }
         other => {
-            tracing::debug!(kind = other, "dropping a Responses tool Kiro cannot run");
+            tracing::debug!(
+                kind = other,
+                at,
+                "dropping a Responses tool of a type Kiro cannot run"
+            );
             Ok(None)
         }
     }
@@ -186,7 +275,10 @@ fn tool_choice(v: &Option<Value>) -> Result<ToolChoice, GatewayError> {
             other => return Err(bad(format!("unknown tool_choice {other:?}"), "tool_choice")),
         },
         Some(o @ Value::Object(_)) => match o.get("name").and_then(Value::as_str) {
-            Some(n) => ToolChoice::Named(n.to_owned()),
+            Some(n) => match o.get("namespace").and_then(Value::as_str) {
+                Some(ns) => ToolChoice::Named(flat_name(ns, n)),
+                None => ToolChoice::Named(n.to_owned()),
+            },
             None => ToolChoice::Required,
         },
         Some(_) => {
@@ -240,6 +332,8 @@ pub fn previous_items(req: &ResponsesRequest) -> Result<Vec<Value>, GatewayError
 /// Convert the request (see the module docs).
 pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayError> {
     let mut items = previous_items(req)?;
+    // the client numbers its own `input` only; the chained response's items come first
+    let chained = items.len();
     items.extend(req.input_items()?);
     let mut system_parts: Vec<String> = req
         .instructions
@@ -249,7 +343,11 @@ pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayEr
         .collect();
     let mut messages: Vec<Message> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let at = format!("input[{i}]");
+        let own = i.checked_sub(chained);
+        let at = match own {
+            Some(k) => format!("input[{k}]"),
+            None => format!("previous_response_id (its item {i})"),
+        };
         let kind =
             item.get("type")
                 .and_then(Value::as_str)
@@ -291,7 +389,15 @@ pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayEr
             }
             "function_call" | "custom_tool_call" => {
                 let call_id = str_field(item, "call_id", &at)?.to_owned();
-                let name = str_field(item, "name", &at)?.to_owned();
+                let mut name = str_field(item, "name", &at)?.to_owned();
+                // a call of a namespaced tool: Kiro knows it by the flattened name
+                if let Some(ns) = item
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .filter(|ns| !ns.is_empty())
+                {
+                    name = flat_name(ns, &name);
+                }
                 let input = if kind == "custom_tool_call" {
                     let raw = item
                         .get("input")
@@ -334,7 +440,9 @@ pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayEr
             ),
         }
         for added in messages.iter_mut().skip(before) {
-            added.source.get_or_insert(i);
+            if let Some(k) = own {
+                added.source.get_or_insert(k);
+            }
         }
     }
     if messages.is_empty() {
@@ -342,9 +450,7 @@ pub fn to_conversation(req: &ResponsesRequest) -> Result<Conversation, GatewayEr
     }
     let mut tools = Vec::new();
     for (i, t) in req.tools.iter().flatten().enumerate() {
-        if let Some(d) = tool_def(t, i)? {
-            tools.push(d);
-        }
+        tool_defs(t, &format!("tools[{i}]"), &mut tools)?;
     }
     Ok(Conversation {
         system: system_parts.join("\n\n"),

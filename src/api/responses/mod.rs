@@ -191,6 +191,7 @@ impl crate::layers::translate::DialectApi for OpenAiResponses {
     const DIALECT: crate::api::Dialect = crate::api::Dialect::OpenAi;
     const ID_PREFIX: &'static str = "resp_";
     const ROUTE: &'static str = "/v1/responses";
+    const MESSAGES: &'static str = "input";
 
     fn model(req: &Self::Request) -> &str {
         &req.model

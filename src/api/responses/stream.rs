@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::Response;
 use serde_json::{json, Map, Value};
 
-use super::convert::{custom_tool_names, previous_items, CUSTOM_INPUT};
+use super::convert::{previous_items, ToolNames, CUSTOM_INPUT};
 use super::{ResponseStore, ResponsesRequest};
 use crate::api::{new_id, sse_event, Body, Encoder, End, Folder, ResponseMeta};
 use crate::error::{ErrorKind, GatewayError};
@@ -34,7 +34,8 @@ use crate::kiro::{Event, ToolInput};
 
 /// What the encoder needs of the request.
 pub struct Shape {
-    custom_tools: Vec<String>,
+    /// custom and namespaced tools, whose calls go back under another type or name
+    tools: ToolNames,
     /// Where the finished response goes (`None` with `store: false`).
     store: Option<Arc<ResponseStore>>,
     /// The conversation so far (the chained responses' and this request's input items).
@@ -93,7 +94,7 @@ impl Shape {
         echo.insert("truncation".into(), json!("disabled"));
         echo.insert("user".into(), Value::Null);
         Shape {
-            custom_tools: custom_tool_names(req),
+            tools: ToolNames::of(req),
             store,
             history,
             echo,
@@ -119,10 +120,37 @@ enum Open {
     Call {
         id: String,
         call_id: String,
+        /// the client's name of the tool (the inner name of a namespaced one)
         name: String,
+        /// the namespace of a namespaced tool
+        namespace: Option<String>,
         args: String,
         custom: bool,
     },
+}
+
+/// A call item: `function_call` (arguments) or `custom_tool_call` (raw input), with
+/// `namespace` for a namespaced tool.
+fn call_item(
+    custom: bool,
+    id: &str,
+    call_id: &str,
+    name: &str,
+    namespace: Option<&str>,
+    payload: &str,
+    status: &str,
+) -> Value {
+    let mut item = if custom {
+        json!({"type": "custom_tool_call", "id": id, "call_id": call_id, "name": name,
+               "input": payload, "status": status})
+    } else {
+        json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+               "arguments": payload, "status": status})
+    };
+    if let Some(ns) = namespace {
+        item["namespace"] = json!(ns);
+    }
+    item
 }
 
 /// The Responses state machine; see the module docs.
@@ -285,18 +313,18 @@ impl ResponsesEncoder {
                     id,
                     call_id,
                     name,
+                    namespace,
                     args,
-                    custom: false,
-                } => json!({"type": "function_call",
-                    "id": id, "call_id": call_id, "name": name, "arguments": args, "status": "incomplete"}),
-                Open::Call {
-                    id,
-                    call_id,
-                    name,
-                    args,
-                    custom: true,
-                } => json!({"type": "custom_tool_call",
-                    "id": id, "call_id": call_id, "name": name, "input": args, "status": "incomplete"}),
+                    custom,
+                } => call_item(
+                    custom,
+                    &id,
+                    &call_id,
+                    &name,
+                    namespace.as_deref(),
+                    &args,
+                    "incomplete",
+                ),
             };
             self.items.push(item);
             return;
@@ -344,6 +372,7 @@ impl ResponsesEncoder {
                 id,
                 call_id,
                 name,
+                namespace,
                 args,
                 custom,
             } => {
@@ -387,16 +416,30 @@ impl ResponsesEncoder {
                         json!({"item_id": id, "output_index": idx, "input": input}),
                         out,
                     );
-                    json!({"type": "custom_tool_call", "id": id, "call_id": call_id, "name": name,
-                           "input": input, "status": status})
+                    call_item(
+                        true,
+                        &id,
+                        &call_id,
+                        &name,
+                        namespace.as_deref(),
+                        &input,
+                        status,
+                    )
                 } else {
                     self.ev(
                         "response.function_call_arguments.done",
                         json!({"item_id": id, "output_index": idx, "name": name, "arguments": args}),
                         out,
                     );
-                    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
-                           "arguments": args, "status": status})
+                    call_item(
+                        false,
+                        &id,
+                        &call_id,
+                        &name,
+                        namespace.as_deref(),
+                        &args,
+                        status,
+                    )
                 }
             }
         };
@@ -542,20 +585,28 @@ impl Encoder for ResponsesEncoder {
                 let same = matches!(&self.open, Some(Open::Call { call_id, .. }) if *call_id == t.tool_use_id);
                 if !same {
                     self.meta.usage.add_output(&t.name);
-                    let custom = self.shape.custom_tools.contains(&t.name);
+                    let custom = self.shape.tools.custom.contains(&t.name);
                     let id = new_id(if custom { "ctc_" } else { "fc_" });
-                    let item = if custom {
-                        json!({"type": "custom_tool_call", "id": id, "call_id": t.tool_use_id,
-                               "name": t.name, "input": "", "status": "in_progress"})
-                    } else {
-                        json!({"type": "function_call", "id": id, "call_id": t.tool_use_id,
-                               "name": t.name, "arguments": "", "status": "in_progress"})
+                    // a namespaced tool goes back under its own name, with its namespace
+                    let (name, namespace) = match self.shape.tools.namespaced.get(&t.name) {
+                        Some((ns, inner)) => (inner.clone(), Some(ns.clone())),
+                        None => (t.name.clone(), None),
                     };
+                    let item = call_item(
+                        custom,
+                        &id,
+                        &t.tool_use_id,
+                        &name,
+                        namespace.as_deref(),
+                        "",
+                        "in_progress",
+                    );
                     self.open_item(
                         Open::Call {
                             id,
                             call_id: t.tool_use_id.clone(),
-                            name: t.name.clone(),
+                            name,
+                            namespace,
                             args: String::new(),
                             custom,
                         },
