@@ -101,6 +101,9 @@ impl std::str::FromStr for UnknownModelPolicy {
     }
 }
 
+/// Names logged at info as served by their family's newest model, at most.
+const MAX_LOGGED_NAMES: usize = 256;
+
 /// The Claude families a name can name.
 const FAMILIES: &[&str] = &["opus", "sonnet", "haiku"];
 
@@ -501,14 +504,27 @@ impl ModelCatalog {
         Err(candidates.into_iter().take(3).map(|(_, id)| id).collect())
     }
 
-    /// Say once per name which model serves it.
+    /// Say once per name which model serves it (at debug once [`MAX_LOGGED_NAMES`] names were
+    /// said: clients choose the names, the set must stay bounded).
     fn log_nearest(&self, requested: &str, family: &str, id: &str) {
-        let first = crate::lock(&self.logged_nearest).insert(requested.to_owned());
-        if first {
+        let first = {
+            let mut seen = crate::lock(&self.logged_nearest);
+            !seen.contains(requested)
+                && seen.len() < MAX_LOGGED_NAMES
+                && seen.insert(requested.to_owned())
+        };
+        if !first {
+            tracing::debug!(
+                requested,
+                model = id,
+                "served by the newest model of its family"
+            );
+        } else {
             tracing::info!(
                 requested,
                 model = id,
-                "the model {requested:?} is not in the catalogue; {id:?}, the newest {family} model, serves it (UNKNOWN_MODEL_POLICY=nearest)"
+                family,
+                "a model the catalogue lacks is served by the newest model of its family (UNKNOWN_MODEL_POLICY=nearest)"
             );
         }
     }
@@ -809,5 +825,49 @@ mod tests {
         let c = catalogue(KIRO_LIST, UnknownModelPolicy::Nearest)
             .with_aliases([("gpt-9", "claude-sonnet-9")]);
         assert_eq!(c.unknown_alias_targets().len(), 1);
+    }
+
+    #[test]
+    fn nearest_logs_once_per_name_at_info() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                crate::lock(&self.0).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let c = catalogue(KIRO_LIST, UnknownModelPolicy::Nearest);
+        tracing::subscriber::with_default(subscriber, || {
+            for name in [
+                "claude-opus-4-8",
+                "claude-opus-4-8",
+                "opus",
+                "claude-sonnet-4-5",
+            ] {
+                c.resolve(name).unwrap();
+            }
+        });
+        let text = String::from_utf8(crate::lock(&buf.0).clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                " INFO a model the catalogue lacks is served by the newest model of its family (UNKNOWN_MODEL_POLICY=nearest) requested=\"claude-opus-4-8\" model=\"claude-opus-4.5\" family=\"opus\"",
+                " INFO a model the catalogue lacks is served by the newest model of its family (UNKNOWN_MODEL_POLICY=nearest) requested=\"opus\" model=\"claude-opus-4.5\" family=\"opus\"",
+            ]
+        );
     }
 }
