@@ -194,8 +194,12 @@ pub struct Config {
 
     /// `MODEL_CACHE_TTL`, seconds
     pub model_cache_ttl: u64,
-    /// `UNKNOWN_MODEL_POLICY`: `reject` (400 with close matches) or `pass` (sent as written)
+    /// `UNKNOWN_MODEL_POLICY`: `nearest` (the newest catalogue model of the family the name
+    /// names, else 400), `reject` (400 with close matches) or `pass` (sent as written)
     pub unknown_model_policy: String,
+    /// `MODEL_ALIASES` (`alias=model,alias2=model2`) and `[model_aliases]`: names tools
+    /// hard-code, mapped to catalogue models before normalisation
+    pub model_aliases: std::collections::BTreeMap<String, String>,
     /// `TOOL_DESCRIPTION_MAX_LENGTH` (0: never move descriptions)
     pub tool_description_max_length: usize,
     /// `FAKE_REASONING`: ask the model to reason when the client does not say (off only with
@@ -281,7 +285,8 @@ impl Default for Config {
             retry_budget_secs: 60,
             retry_after_max_secs: 10.0,
             model_cache_ttl: 3600,
-            unknown_model_policy: "reject".into(),
+            unknown_model_policy: "nearest".into(),
+            model_aliases: Default::default(),
             tool_description_max_length: 10_000,
             fake_reasoning: true,
             fake_reasoning_max_tokens: 4000,
@@ -350,6 +355,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("RETRY_AFTER_MAX_SECS", "retry_after_max_secs"),
     ("MODEL_CACHE_TTL", "model_cache_ttl"),
     ("UNKNOWN_MODEL_POLICY", "unknown_model_policy"),
+    ("MODEL_ALIASES", "model_aliases"),
     ("TOOL_DESCRIPTION_MAX_LENGTH", "tool_description_max_length"),
     ("FAKE_REASONING", "fake_reasoning"),
     ("FAKE_REASONING_MAX_TOKENS", "fake_reasoning_max_tokens"),
@@ -391,6 +397,23 @@ fn truthy(v: &str) -> bool {
         v.trim().to_ascii_lowercase().as_str(),
         "1" | "true" | "yes" | "on" | "enabled"
     )
+}
+
+/// `MODEL_ALIASES`: `alias=model` entries separated by commas (spaces around either ignored).
+fn parse_aliases(name: &str, v: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((a, m)) if !a.trim().is_empty() && !m.trim().is_empty() => {
+                Ok((a.trim().to_owned(), m.trim().to_owned()))
+            }
+            _ => Err(invalid(
+                name,
+                format!("{entry:?} is not alias=model (the form is alias=model,alias2=model2)"),
+            )),
+        })
+        .collect()
 }
 
 /// Strip matching quotes the way .env files often carry them.
@@ -484,6 +507,8 @@ impl Config {
             "RETRY_AFTER_MAX_SECS" => self.retry_after_max_secs = parse_num(name, v)?,
             "MODEL_CACHE_TTL" => self.model_cache_ttl = parse_num(name, v)?,
             "UNKNOWN_MODEL_POLICY" => self.unknown_model_policy = v.to_owned(),
+            // merged over the config file's table; the same alias here wins
+            "MODEL_ALIASES" => self.model_aliases.extend(parse_aliases(name, v)?),
             "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
             "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(name, v)?,
             "KIRO_MAX_PAYLOAD_BYTES" => self.kiro_max_payload_bytes = parse_num(name, v)?,
@@ -810,16 +835,21 @@ impl Config {
             .kiro_api_protocol
             .parse()
             .map_err(|e: String| invalid("KIRO_API_PROTOCOL", e))?;
-        let pass_through_unknown = match self.unknown_model_policy.to_ascii_lowercase().as_str() {
-            "reject" | "" => false,
-            "pass" | "passthrough" | "pass_through" => true,
-            other => {
+        let unknown_model_policy: crate::models::UnknownModelPolicy = self
+            .unknown_model_policy
+            .parse()
+            .map_err(|e: String| invalid("UNKNOWN_MODEL_POLICY", e))?;
+        let mut model_aliases = Vec::with_capacity(self.model_aliases.len());
+        for (alias, target) in &self.model_aliases {
+            let (alias, target) = (alias.trim(), target.trim());
+            if alias.is_empty() || target.is_empty() {
                 return Err(invalid(
-                    "UNKNOWN_MODEL_POLICY",
-                    format!("{other:?} is not reject or pass"),
-                ))
+                    "model_aliases",
+                    format!("{alias:?} = {target:?} needs both an alias and a model"),
+                ));
             }
-        };
+            model_aliases.push((alias.to_owned(), target.to_owned()));
+        }
         let thinking_mode: crate::api::thinking::ThinkingMode = self
             .fake_reasoning_handling
             .parse()
@@ -903,7 +933,8 @@ impl Config {
             raw: self.clone(),
             api_protocol,
             profile_arn_policy,
-            pass_through_unknown,
+            unknown_model_policy,
+            model_aliases,
             debug_mode,
             log_filter,
             json_logs,
@@ -961,7 +992,9 @@ pub struct ValidConfig {
     pub raw: Config,
     pub api_protocol: crate::kiro::ApiProtocol,
     pub profile_arn_policy: ProfileArnPolicy,
-    pub pass_through_unknown: bool,
+    pub unknown_model_policy: crate::models::UnknownModelPolicy,
+    /// `MODEL_ALIASES` and `[model_aliases]`, checked: `(alias, model)`.
+    pub model_aliases: Vec<(String, String)>,
     pub debug_mode: DebugMode,
     /// `tracing` filter directive for the level.
     pub log_filter: &'static str,
@@ -1223,5 +1256,63 @@ mod tests {
             Config::from_toml("[[accounts]]\nname = \"a\"\nrefresh_token = \"x\"\n", "c").unwrap();
         assert!(c.validate().unwrap().has_credentials());
         assert!(!Config::default().validate().unwrap().has_credentials());
+    }
+
+    #[test]
+    fn model_aliases_come_from_the_table_and_the_variable() {
+        let mut c = Config::from_toml(
+            "[model_aliases]\n\"gpt-4o\" = \"claude-sonnet-4.5\"\no3 = \"claude-opus-4.5\"\n",
+            "c",
+        )
+        .unwrap();
+        c.set_env(
+            "MODEL_ALIASES",
+            " o3 = claude-sonnet-4 , gpt-4.1=claude-haiku-4.5,",
+        )
+        .unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!(
+            v.model_aliases,
+            [
+                ("gpt-4.1".to_owned(), "claude-haiku-4.5".to_owned()),
+                ("gpt-4o".to_owned(), "claude-sonnet-4.5".to_owned()),
+                ("o3".to_owned(), "claude-sonnet-4".to_owned()),
+            ]
+        );
+        let err = Config::default()
+            .set_env("MODEL_ALIASES", "gpt-4o")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "MODEL_ALIASES: \"gpt-4o\" is not alias=model (the form is alias=model,alias2=model2)"
+        );
+        let err = Config::from_toml("[model_aliases]\n\"gpt-4o\" = \"\"\n", "c")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "model_aliases: \"gpt-4o\" = \"\" needs both an alias and a model"
+        );
+    }
+
+    #[test]
+    fn unknown_model_policy_defaults_to_nearest_and_checks_its_value() {
+        use crate::models::UnknownModelPolicy;
+        let v = Config::default().validate().unwrap();
+        assert_eq!(v.unknown_model_policy, UnknownModelPolicy::Nearest);
+        let mut c = Config::default();
+        c.set_env("UNKNOWN_MODEL_POLICY", "pass").unwrap();
+        assert_eq!(
+            c.validate().unwrap().unknown_model_policy,
+            UnknownModelPolicy::Pass
+        );
+        c.set_env("UNKNOWN_MODEL_POLICY", "drop").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "UNKNOWN_MODEL_POLICY: \"drop\" is not nearest, reject or pass"
+        );
     }
 }

@@ -7,12 +7,14 @@
 //! - [`api`]: the public dialects and the conversation model they share;
 //! - [`layers`]: every concern as a Tower layer, and [`layers::gateway_stack`];
 //! - [`server`]: the bundled server, built only from the public pieces above;
+//! - [`codex_catalog`]: model metadata in the Codex CLI's catalogue shape;
 //! - [`dashboard`]: the operator page and the traffic history behind its charts;
 //! - [`mock`]: a mock Kiro upstream for tests, benches and the offline demo.
 
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod codex_catalog;
 pub mod config;
 pub mod dashboard;
 pub mod error;

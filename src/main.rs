@@ -1,9 +1,10 @@
 //! `kiro-gateway [--host H] [--port P] [--config FILE] [--demo]`: argument parsing, logging,
-//! then the library's server. No logic of its own.
+//! then the library's server. `kiro-gateway codex-catalog` prints the Codex CLI's model
+//! catalogue for the models the configured accounts list. No logic of its own.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use kiro_gateway::config::Config;
 use kiro_gateway::mock::{MockConfig, MockKiro};
 use kiro_gateway::server::{serve, Gateway};
@@ -20,11 +21,20 @@ struct Args {
     #[arg(long, short = 'p')]
     port: Option<u16>,
     /// config.toml to read (default: ./config.toml when present).
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
     /// Run on the bundled offline mock upstream instead of Kiro (no credentials needed).
-    #[arg(long)]
+    #[arg(long, global = true)]
     demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a Codex CLI model catalogue (for `model_catalog_json` in ~/.codex/config.toml)
+    /// for the models the configured accounts list now.
+    CodexCatalog,
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,7 +68,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, cfg)) {
+    let result = match args.command {
+        Some(Command::CodexCatalog) => runtime.block_on(codex_catalog(args.demo, cfg)),
+        None => runtime.block_on(run(args, cfg)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiro-gateway: {e}");
@@ -103,13 +117,26 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
         return Err(kiro_gateway::auth::source::HOW_TO_PROVIDE.into());
     }
     let gateway = Gateway::from_config(&valid)?;
-    match tokio::time::timeout(std::time::Duration::from_secs(30), gateway.refresh_models()).await {
-        Ok(Ok(n)) => tracing::info!(models = n, "model catalogue loaded"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not load the model catalogue; using the built-in list")
+    let loaded = match tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        gateway.refresh_models(),
+    )
+    .await
+    {
+        Ok(Ok(n)) => {
+            tracing::info!(models = n, "model catalogue loaded");
+            true
         }
-        Err(_) => tracing::warn!("loading the model catalogue timed out; using the built-in list"),
-    }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not load the model catalogue; using the built-in list");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("loading the model catalogue timed out; using the built-in list");
+            false
+        }
+    };
+    check_aliases(&gateway, loaded)?;
     // the other accounts' credentials are tried now, so a bad one shows at startup, not at
     // its first request
     for account in gateway.parts.accounts.accounts().iter().skip(1) {
@@ -197,6 +224,54 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
     let _ = refresher.await;
     let _ = upkeep.await;
     let _ = sampler.await;
+    Ok(())
+}
+
+/// Every configured alias must name a model of the catalogue. Checked against the upstream
+/// list; when only the built-in list is there (the upstream could not be asked), an alias the
+/// built-in list lacks is only warned about, since the upstream may well have it.
+fn check_aliases(gateway: &Gateway, upstream_loaded: bool) -> Result<(), String> {
+    let unknown = gateway.parts.catalog.unknown_alias_targets();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list = unknown
+        .iter()
+        .map(|(alias, target)| format!("{alias:?} -> {target:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let models = gateway.parts.catalog.listed_ids().join(", ");
+    if !upstream_loaded {
+        tracing::warn!("MODEL_ALIASES: not in the built-in model list, unchecked while the upstream list cannot be loaded: {list}");
+        return Ok(());
+    }
+    Err(format!(
+        "MODEL_ALIASES: the alias target is not in the model catalogue: {list} (the catalogue: {models})"
+    ))
+}
+
+/// `codex-catalog`: the model list of the configured accounts, fetched as the server does at
+/// startup, printed as a Codex model catalogue on stdout.
+async fn codex_catalog(demo: bool, mut cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let mut _mock = None;
+    if demo {
+        let mock = MockKiro::start(MockConfig::default()).await?;
+        cfg.use_mock(&mock);
+        _mock = Some(mock);
+    }
+    let valid = cfg.validate()?;
+    init_logs(valid.log_filter, valid.json_logs);
+    if !valid.has_credentials() {
+        return Err(kiro_gateway::auth::source::HOW_TO_PROVIDE.into());
+    }
+    let gateway = Gateway::from_config(&valid)?;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), gateway.refresh_models()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("could not list the models: {e}").into()),
+        Err(_) => return Err("listing the models timed out after 30 s".into()),
+    }
+    let catalog = kiro_gateway::codex_catalog::codex_catalog(&gateway.parts.catalog);
+    println!("{}", serde_json::to_string_pretty(&catalog)?);
     Ok(())
 }
 

@@ -193,10 +193,13 @@ impl Gateway {
                 dir: raw.debug_dir.clone(),
                 keep: raw.debug_keep,
             },
-            catalog: Arc::new(ModelCatalog::new(
-                Duration::from_secs(raw.model_cache_ttl.max(1)),
-                cfg.pass_through_unknown,
-            )),
+            catalog: Arc::new(
+                ModelCatalog::new(
+                    Duration::from_secs(raw.model_cache_ttl.max(1)),
+                    cfg.unknown_model_policy,
+                )
+                .with_aliases(cfg.model_aliases.iter().map(|(a, m)| (a, m.clone()))),
+            ),
             translate: TranslateConfig {
                 tokens: Some(tokens.clone()),
                 origin: client.body_requirements().origin.into(),

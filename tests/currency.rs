@@ -461,7 +461,8 @@ async fn native_reasoning_is_requested_by_schema_and_streams_with_the_service_si
     );
     assert_eq!(v["content"][2], json!({"type": "text", "text": "Yes."}));
 
-    // OpenAI, stream and non-stream: reasoning_content, effort mapped onto the schema
+    // OpenAI, stream and non-stream: reasoning_content; the schema takes adaptive thinking
+    // with an effort, so the effort goes as it is, not as a budget derived from it
     for stream in [false, true] {
         r.mock.push_reply(Reply::Stream(native_answer()));
         let (s, b) = openai(
@@ -473,7 +474,7 @@ async fn native_reasoning_is_requested_by_schema_and_streams_with_the_service_si
         assert_eq!(s, 200);
         assert_eq!(
             r.last_generate()["additionalModelRequestFields"],
-            json!({"thinking": {"type": "enabled", "budget_tokens": 4000}})
+            json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}})
         );
         let (reasoning, content) = if stream {
             let chunks = sse_payloads(&b);

@@ -93,7 +93,9 @@ pub struct ReasoningAsk {
     pub budget: u32,
     /// Anthropic `thinking: {type: "adaptive"}`.
     pub adaptive: bool,
-    /// OpenAI `reasoning_effort` / Anthropic `output_config.effort`, as the client wrote it.
+    /// OpenAI `reasoning_effort`, Responses `reasoning.effort` or Anthropic
+    /// `output_config.effort`, as the client wrote it; `None` for a budget request. A model
+    /// that takes adaptive thinking with an effort gets it natively (see [`native_fields`]).
     pub effort: Option<String>,
 }
 
@@ -124,9 +126,14 @@ fn pick_effort(effort: &str, allowed: &[&str]) -> String {
     const LADDER: &[&str] = &["minimal", "low", "medium", "high", "xhigh", "max"];
     let rank = |x: &str| LADDER.iter().position(|l| *l == x);
     let want = rank(&e).unwrap_or(2);
+    // between two levels as near, the stronger one (`xhigh` → `max` rather than `high`)
     allowed
         .iter()
-        .min_by_key(|a| rank(a).map_or(usize::MAX, |r| r.abs_diff(want)))
+        .min_by_key(|a| {
+            rank(a).map_or((usize::MAX, std::cmp::Reverse(0)), |r| {
+                (r.abs_diff(want), std::cmp::Reverse(r))
+            })
+        })
         .map(|a| (*a).to_owned())
         .unwrap_or(e)
 }
@@ -150,6 +157,11 @@ fn effort_for_budget(budget: u32, default: u32) -> &'static str {
 /// `budget_tokens` with `minimum` / `maximum`), `output_config` (with `effort`) or `reasoning`
 /// (with `effort`). `None` when the schema has none of these (the caller falls back to prompt
 /// tags).
+///
+/// With `thinking` in the schema: `adaptive` when the client asked for it, when it asked for
+/// an effort and the schema takes `adaptive` and `output_config.effort` (the effort goes as
+/// it is, not as a budget derived from it), or when the schema offers nothing else; a budget
+/// request (no effort) keeps `enabled` with `budget_tokens`.
 pub fn native_fields(
     schema: &Value,
     ask: &ReasoningAsk,
@@ -160,7 +172,13 @@ pub fn native_fields(
         let tprops = t.get("properties");
         let types = string_enum(tprops.and_then(|p| p.get("type")));
         let supports = |x: &str| types.is_empty() || types.contains(&x);
-        let adaptive = supports("adaptive") && (ask.adaptive || !supports("enabled"));
+        let takes_effort = props
+            .get("output_config")
+            .and_then(|oc| oc.get("properties"))
+            .is_some_and(|p| p.get("effort").is_some());
+        let native_effort = ask.effort.is_some() && takes_effort;
+        let adaptive =
+            supports("adaptive") && (ask.adaptive || native_effort || !supports("enabled"));
         let mut out = serde_json::Map::new();
         if adaptive {
             out.insert("thinking".into(), serde_json::json!({"type": "adaptive"}));
@@ -624,6 +642,46 @@ mod tests {
         assert_eq!(
             run(&["<", "b>bold</b>"]),
             (String::new(), "<b>bold</b>".into())
+        );
+    }
+
+    #[test]
+    fn an_effort_goes_natively_as_adaptive_where_the_schema_takes_it() {
+        use serde_json::json;
+        let defaults = ThinkingDefaults::default();
+        let full = json!({"type": "object", "properties": {
+            "thinking": {"type": "object", "properties": {
+                "type": {"enum": ["enabled", "adaptive", "disabled"]},
+                "budget_tokens": {"type": "integer", "minimum": 1024, "maximum": 32000}}},
+            "output_config": {"type": "object", "properties": {
+                "effort": {"enum": ["low", "medium", "high", "max"]}}}}});
+        let effort = |e: &str| ReasoningAsk {
+            budget: defaults.for_effort(e).unwrap_or(defaults.budget),
+            adaptive: false,
+            effort: Some(e.into()),
+        };
+        // an effort (OpenAI, Responses, Anthropic without `thinking`): adaptive + effort
+        assert_eq!(
+            native_fields(&full, &effort("high"), defaults),
+            Some(json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}))
+        );
+        // xhigh is between high and max: the stronger wins
+        assert_eq!(
+            native_fields(&full, &effort("xhigh"), defaults),
+            Some(json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}))
+        );
+        // a budget request keeps enabled with its (clamped) budget
+        assert_eq!(
+            native_fields(&full, &ReasoningAsk::budget(50_000), defaults),
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 32000}}))
+        );
+        // no output_config.effort in the schema: the effort's budget, as before
+        let no_effort = json!({"type": "object", "properties": {
+            "thinking": {"type": "object", "properties": {
+                "type": {"enum": ["enabled", "adaptive"]}}}}});
+        assert_eq!(
+            native_fields(&no_effort, &effort("high"), defaults),
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 16000}}))
         );
     }
 

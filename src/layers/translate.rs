@@ -3,8 +3,9 @@
 //! The layer turns `http::Request<D::Request>` into a [`GenerateRequest`] (through the shared
 //! [`conversation`](crate::api::conversation) model), calls the inner Kiro service, and answers
 //! with the dialect's SSE stream (events forwarded as they arrive, pulled only as fast as the
-//! client reads) or with one JSON answer folded from the same events. A dialect plugs in by
-//! implementing [`DialectApi`]; nothing else is dialect-specific.
+//! client reads) or with one JSON answer folded from the same events. Every answer carries
+//! [`MODEL_HEADER`] (`x-kiro-model`) with the upstream model id that served it. A dialect plugs
+//! in by implementing [`DialectApi`]; nothing else is dialect-specific.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +31,9 @@ use crate::auth::TokenManager;
 use crate::error::GatewayError;
 use crate::kiro::{self, Event, GenerateRequest, GenerateResponse, KiroEvents};
 use crate::models::ResolvedModel;
+
+/// Response header naming the upstream model id that served a chat answer (`x-kiro-model`).
+pub const MODEL_HEADER: &str = "x-kiro-model";
 
 /// What a public dialect provides to the translation layer.
 pub trait DialectApi: Send + Sync + 'static {
@@ -508,6 +512,8 @@ where
             if let Some(r) = &record {
                 usage.report_to(r.usage().clone());
             }
+            // the upstream model that serves the answer, whatever the client called it
+            let served_by = http::HeaderValue::from_str(&resolved.kiro_id).ok();
             let meta = ResponseMeta {
                 id: new_id(D::ID_PREFIX),
                 created: unix_now(),
@@ -531,6 +537,9 @@ where
             } else {
                 fold(events, D::folder(&body, meta), D::DIALECT).await
             };
+            if let Some(v) = served_by {
+                response.headers_mut().insert(MODEL_HEADER, v);
+            }
             if prepared.trimmed_messages > 0 {
                 response.headers_mut().insert(
                     "x-kiro-trimmed-messages",

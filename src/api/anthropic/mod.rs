@@ -36,9 +36,11 @@ impl crate::layers::translate::DialectApi for AnthropicMessages {
         to_conversation(req, true)
     }
 
-    /// `thinking: {type: "enabled", budget_tokens}` → that budget; `{type: "disabled"}` → none;
-    /// `{type: "adaptive"}` → the budget for `output_config.effort` (the configured budget when
-    /// no effort is given); absent → the configured default.
+    /// `thinking: {type: "enabled", budget_tokens}` → that budget (a budget request, any
+    /// `output_config.effort` aside); `{type: "disabled"}` → none; `{type: "adaptive"}` → the
+    /// budget for `output_config.effort` (the configured budget when no effort is given);
+    /// absent → the configured default (with `output_config.effort`, when given, for a model
+    /// that takes it natively).
     fn reasoning(
         req: &Self::Request,
         defaults: crate::api::thinking::ThinkingDefaults,
