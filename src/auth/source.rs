@@ -313,9 +313,21 @@ pub fn parse_expiry(s: &str) -> Option<SystemTime> {
         })
 }
 
+/// `t` as a UTC date, clamped to the years 1970 to 9999 (what RFC 3339 can write), so that a
+/// time from the network or a file can never make the conversion panic.
+fn utc(t: SystemTime) -> OffsetDateTime {
+    let max = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => OffsetDateTime::UNIX_EPOCH
+            .checked_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+            .map_or(max, |dt| dt.min(max)),
+        Err(_) => OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
 /// RFC 3339 in UTC with milliseconds and `Z`, the form the Kiro IDE writes.
 pub fn format_expiry(t: SystemTime) -> String {
-    let dt = OffsetDateTime::from(t);
+    let dt = utc(t);
     let dt = dt
         .replace_nanosecond(dt.millisecond() as u32 * 1_000_000)
         .unwrap_or(dt);
@@ -667,7 +679,7 @@ impl DateStyle {
 
     /// `t` in UTC, in this style.
     pub fn format(self, t: SystemTime) -> String {
-        let dt = OffsetDateTime::from(t).to_offset(time::UtcOffset::UTC);
+        let dt = utc(t);
         let mut out = format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
             dt.year(),
@@ -703,6 +715,24 @@ mod tests {
         assert_eq!(format_expiry(t2), "2025-01-12T23:00:00.123Z");
         assert!(parse_expiry("2025-01-12T23:00:00").is_some());
         assert!(parse_expiry("soon").is_none());
+    }
+
+    #[test]
+    fn far_future_times_format_without_panicking() {
+        // 3e11 s and more after 1970 is past year 9999: clamped, never a panic
+        for secs in [300_000_000_000u64, u64::MAX / 2] {
+            let t = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+            let Some(t) = t else { continue };
+            assert_eq!(format_expiry(t), "9999-12-31T23:59:59.999Z");
+            assert_eq!(
+                DateStyle::of("2025-01-12T23:00:00+00:00").format(t),
+                "9999-12-31T23:59:59+00:00"
+            );
+        }
+        assert_eq!(
+            format_expiry(SystemTime::UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]

@@ -87,6 +87,21 @@ const MIN_ADOPT_LIFETIME: Duration = Duration::from_secs(2);
 pub struct AccessToken {
     pub token: Secret,
     pub generation: u64,
+    /// Where it came from: a 403 on a token that was not [`TokenOrigin::Refreshed`] by us
+    /// has not yet cost the request its one refresh.
+    pub origin: TokenOrigin,
+}
+
+/// Where the current access token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// Read from the source at start (or an API key).
+    Loaded,
+    /// Taken from the source, where another program (the Kiro IDE, kiro-cli, another
+    /// gateway) wrote it after its own refresh.
+    Adopted,
+    /// Issued to this gateway by its own refresh.
+    Refreshed,
 }
 
 /// What `/health` may show about the token: never the token.
@@ -109,6 +124,10 @@ struct State {
     lifetime: Option<Duration>,
     profile_arn: Option<String>,
     generation: u64,
+    origin: TokenOrigin,
+    /// The service refused the access token of this generation (and no refresh replaced
+    /// it): it is not handed out again, however far its expiry.
+    refused_generation: Option<u64>,
     /// A rotation that could not be written back yet.
     unsaved: Option<Rotation>,
     /// The refresh token the source held when we last read or wrote it: a different one there
@@ -147,6 +166,36 @@ impl std::fmt::Debug for TokenManager {
             .field("kind", &self.inner.kind)
             .field("source", &self.inner.source)
             .finish_non_exhaustive()
+    }
+}
+
+/// The longest token lifetime believed from a refresh answer. Kiro and AWS SSO issue tokens
+/// for about an hour; a larger `expiresIn` is clamped to this, so that a broken or hostile
+/// answer (`3e11`, `1e20`) can never push an expiry past what the date arithmetic and the
+/// RFC 3339 formatting handle. Refreshing a day early costs one refresh.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The lifetime to believe for a refresh answer's `expiresIn` (seconds): `default` when it is
+/// missing, not a number or not positive; at most [`MAX_TOKEN_LIFETIME`]. Both corrections
+/// are logged.
+pub fn token_lifetime(expires_in: Option<f64>, default: Duration) -> Duration {
+    match expires_in {
+        None => default,
+        Some(s) if !s.is_finite() || s <= 0.0 => {
+            tracing::warn!(
+                expires_in = s,
+                "the refresh answer's expiresIn is not a positive number; assuming {default:?}"
+            );
+            default
+        }
+        Some(s) if s > MAX_TOKEN_LIFETIME.as_secs_f64() => {
+            tracing::warn!(
+                expires_in = s,
+                "the refresh answer's expiresIn is implausibly long; treating the token as valid for {MAX_TOKEN_LIFETIME:?}"
+            );
+            MAX_TOKEN_LIFETIME
+        }
+        Some(s) => Duration::from_secs_f64(s),
     }
 }
 
@@ -203,6 +252,8 @@ impl TokenManager {
                     lifetime: None,
                     profile_arn: creds.profile_arn,
                     generation: 0,
+                    origin: TokenOrigin::Loaded,
+                    refused_generation: None,
                     unsaved: None,
                     source_refresh: creds.refresh_token.clone(),
                     last_failure: None,
@@ -279,6 +330,22 @@ impl TokenManager {
         self.inner.refresh_failures.load(Ordering::Relaxed)
     }
 
+    /// Why this account cannot get a usable token now: its last refresh failed (refused or
+    /// in transit) and it holds no unexpired access token. `None` when it can serve (an API
+    /// key always can, as far as refreshing goes). The text names the source (and its file),
+    /// for `/health/accounts` and the log, never for clients.
+    pub fn refresh_problem(&self) -> Option<String> {
+        if self.inner.kind == AuthKind::ApiKey {
+            return None;
+        }
+        let s = self.lock_state();
+        let (_, err) = s.last_failure.as_ref()?;
+        let usable = s.access.is_some()
+            && s.refused_generation != Some(s.generation)
+            && s.expires_at.is_some_and(|e| SystemTime::now() < e);
+        (!usable).then(|| err.to_string())
+    }
+
     pub fn status(&self) -> TokenStatus {
         let s = self.lock_state();
         TokenStatus {
@@ -306,21 +373,29 @@ impl TokenManager {
     /// The current token if it is not due for refresh.
     fn fresh(&self) -> Option<AccessToken> {
         let s = self.lock_state();
+        if s.refused_generation == Some(s.generation) {
+            return None;
+        }
         let access = s.access.clone()?;
         let exp = s.expires_at?;
         (SystemTime::now() + self.margin(&s) < exp).then_some(AccessToken {
             token: access,
             generation: s.generation,
+            origin: s.origin,
         })
     }
 
     /// The current token if it has not expired (used when a refresh fails transiently).
     fn unexpired(&self) -> Option<AccessToken> {
         let s = self.lock_state();
+        if s.refused_generation == Some(s.generation) {
+            return None;
+        }
         let access = s.access.clone()?;
         (SystemTime::now() < s.expires_at?).then_some(AccessToken {
             token: access,
             generation: s.generation,
+            origin: s.origin,
         })
     }
 
@@ -333,6 +408,7 @@ impl TokenManager {
         s.access.clone().map(|token| AccessToken {
             token,
             generation: s.generation,
+            origin: s.origin,
         })
     }
 
@@ -361,7 +437,7 @@ impl TokenManager {
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
-        match self.refresh_locked(None).await {
+        match self.refresh_locked(None, true).await {
             Ok(t) => Ok(t),
             Err(e @ (AuthError::Transient { .. } | AuthError::Refused { .. })) => {
                 match self.unexpired() {
@@ -395,17 +471,71 @@ impl TokenManager {
                     return Ok(AccessToken {
                         token: access,
                         generation: s.generation,
+                        origin: s.origin,
                     });
                 }
             }
         }
         // The token the service refused must not be adopted again from the source.
-        self.refresh_locked(Some(&failed.token)).await
+        let result = self.refresh_locked(Some(&failed.token), true).await;
+        self.note_refused(failed, &result);
+        result
+    }
+
+    /// After a failed refresh for a token the service refused: that token, if it is still
+    /// the current one, is not handed out again.
+    fn note_refused(&self, failed: &AccessToken, result: &Result<AccessToken, AuthError>) {
+        if result.is_err() {
+            let mut s = self.lock_state();
+            if s.generation == failed.generation {
+                s.refused_generation = Some(failed.generation);
+            }
+        }
+    }
+
+    /// The service refused `failed`, a token that this gateway did not get from its own
+    /// refresh (one adopted from the source, or loaded at start): a real refresh, with the
+    /// source's current refresh token, under the source lock, adopting no access token from
+    /// the source. A token another task of this process got from a real refresh after
+    /// `failed` is returned instead. An IDE that rotates and revokes every access token
+    /// issued before can leave the source holding a token that is already dead; adopting it
+    /// must not use up the one refresh a request may cause.
+    pub async fn refresh_without_adopting(
+        &self,
+        failed: &AccessToken,
+    ) -> Result<AccessToken, AuthError> {
+        if self.inner.kind == AuthKind::ApiKey {
+            return Err(Self::api_key_refused(
+                403,
+                "the service refused the key as a bearer",
+            ));
+        }
+        let _guard = self.inner.refresh_lock.lock().await;
+        {
+            let s = self.lock_state();
+            if s.generation != failed.generation && s.origin == TokenOrigin::Refreshed {
+                if let Some(access) = s.access.clone() {
+                    return Ok(AccessToken {
+                        token: access,
+                        generation: s.generation,
+                        origin: s.origin,
+                    });
+                }
+            }
+        }
+        let result = self.refresh_locked(Some(&failed.token), false).await;
+        self.note_refused(failed, &result);
+        result
     }
 
     /// Under the source lock: re-read, adopt or refresh, write back. `refused` is an access
-    /// token the service rejected (never adopted again).
-    async fn refresh_locked(&self, refused: Option<&Secret>) -> Result<AccessToken, AuthError> {
+    /// token the service rejected (never adopted again); `adopt`: an access token found in the
+    /// source may be taken instead of refreshing (a rotated refresh token always is).
+    async fn refresh_locked(
+        &self,
+        refused: Option<&Secret>,
+        adopt: bool,
+    ) -> Result<AccessToken, AuthError> {
         let mut lock = SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
         // a rotation an earlier write-back failed to save: save it now that we hold the lock
         let unsaved = self.lock_state().unsaved.clone();
@@ -428,7 +558,8 @@ impl TokenManager {
             }
         }
         let held = lock.reread().await;
-        if let Some(t) = self.adopt(held.as_ref(), refused) {
+        if let Some(t) = self.adopt(held.as_ref(), refused, adopt) {
+            self.lock_state().last_failure = None;
             return Ok(t);
         }
         {
@@ -445,7 +576,8 @@ impl TokenManager {
             // someone else may have rotated the token between our read and our refresh (or
             // refreshed without our lock): look once more and retry with what is there now
             let now_held = lock.reread().await;
-            if let Some(t) = self.adopt(now_held.as_ref(), refused) {
+            if let Some(t) = self.adopt(now_held.as_ref(), refused, adopt) {
+                self.lock_state().last_failure = None;
                 return Ok(t);
             }
             let current = self.lock_state().refresh.clone();
@@ -483,8 +615,14 @@ impl TokenManager {
     /// What the source holds now, if it is worth taking: a refresh token that changed there
     /// since we last read or wrote it replaces ours (another program rotated it, so ours is
     /// spent); an access token that is not ours, not `refused`, unexpired
-    /// (with [`MIN_ADOPT_LIFETIME`] left) and newer than ours is adopted and returned.
-    fn adopt(&self, held: Option<&Credentials>, refused: Option<&Secret>) -> Option<AccessToken> {
+    /// (with [`MIN_ADOPT_LIFETIME`] left) and newer than ours is adopted and returned, if
+    /// `take_access` allows it.
+    fn adopt(
+        &self,
+        held: Option<&Credentials>,
+        refused: Option<&Secret>,
+        take_access: bool,
+    ) -> Option<AccessToken> {
         let held = held?;
         let mut s = self.lock_state();
         if let Some(r) = held.refresh_token.as_ref().filter(|r| !r.is_empty()) {
@@ -495,6 +633,9 @@ impl TokenManager {
                 }
                 s.source_refresh = Some(r.clone());
             }
+        }
+        if !take_access {
+            return None;
         }
         let access = held.access_token.clone()?;
         let exp = held.expires_at?;
@@ -516,9 +657,11 @@ impl TokenManager {
         // its real lifetime is unknown: what is left of it is the best estimate
         s.lifetime = Some(remaining);
         s.generation += 1;
+        s.origin = TokenOrigin::Adopted;
         Some(AccessToken {
             token: access,
             generation: s.generation,
+            origin: TokenOrigin::Adopted,
         })
     }
 
@@ -618,11 +761,7 @@ impl TokenManager {
                 detail: "the refresh answer has an empty accessToken".into(),
             });
         }
-        let lifetime = answer
-            .expires_in
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(inner.cfg.default_lifetime);
+        let lifetime = token_lifetime(answer.expires_in, inner.cfg.default_lifetime);
         let access = Secret::new(answer.access_token);
         let expires_at = SystemTime::now() + lifetime;
         let rotation_and_gen = {
@@ -641,6 +780,7 @@ impl TokenManager {
             s.expires_at = Some(expires_at);
             s.lifetime = Some(lifetime);
             s.generation += 1;
+            s.origin = TokenOrigin::Refreshed;
             let rot = Rotation {
                 access_token: access.clone(),
                 refresh_token: s.refresh.clone(),
@@ -655,6 +795,7 @@ impl TokenManager {
             AccessToken {
                 token: access,
                 generation,
+                origin: TokenOrigin::Refreshed,
             },
             rotation,
             rotated,
