@@ -288,3 +288,64 @@ async fn an_adopted_token_that_is_refused_leads_to_a_real_refresh_in_the_same_re
     assert_eq!(on_disk["refreshToken"], "mock-refresh-3");
     assert_eq!(on_disk["provider"], "Github");
 }
+
+// ---------------------------------------------------------------------------------------------
+// item 5: a kiro-cli database held locked by another program
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data.sqlite3");
+    common::make_cli_db(
+        &db,
+        json!({"access_token": "dead", "refresh_token": "mock-refresh-0",
+               "expires_at": "2020-01-01T00:00:00Z", "region": "us-east-1"}),
+    );
+    let db_path = db.clone();
+    let r = start_with(MockConfig::default(), move |c: &mut Config| {
+        c.refresh_token = None;
+        c.kiro_cli_db_file = Some(db_path);
+        c.fake_reasoning = false;
+        c.credentials_lock_timeout_secs = 1.0;
+        // one attempt: a refresh that does not fit in the first-token timeout is a 504
+        c.first_token_timeout = 2.5;
+        c.first_token_max_retries = 1;
+    })
+    .await;
+    assert_eq!(common::cli_token(&db)["refresh_token"], "mock-refresh-1");
+    // kiro-cli (here: another connection) holds the database's exclusive lock for 4 s
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let db_path = db.clone();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    r.mock.revoke_access_tokens();
+    let refreshes = r.mock.oidc_refreshes();
+    let started = tokio::time::Instant::now();
+    let (s, _, b) = r.chat(openai_body()).await;
+    let took = started.elapsed();
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert!(
+        took >= Duration::from_secs(1),
+        "it waited for the lock: {took:?}"
+    );
+    assert_eq!(r.mock.oidc_refreshes(), refreshes + 1);
+    holder.join().unwrap();
+    // the rotation could not be written while the database was locked: it is, once it is not
+    let mut on_disk = common::cli_token(&db);
+    for _ in 0..100 {
+        if on_disk["refresh_token"] == "mock-refresh-2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        on_disk = common::cli_token(&db);
+    }
+    assert_eq!(on_disk["refresh_token"], "mock-refresh-2");
+    assert_eq!(on_disk["access_token"], "mock-access-2");
+    assert_eq!(on_disk["region"], "us-east-1");
+}

@@ -390,11 +390,18 @@ fn load_device_registration(creds_path: &Path, hash: &str, creds: &mut Credentia
     );
 }
 
-/// Open kiro-cli's database (never creating it); `readonly` opens it read-only.
+/// How long a read or write of kiro-cli's database waits for a lock kiro-cli holds, outside a
+/// refresh (at start). During a refresh the wait is what is left of
+/// `CREDENTIALS_LOCK_TIMEOUT_SECS` (see [`super::lock`]).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open kiro-cli's database (never creating it); `readonly` opens it read-only; a statement
+/// waits at most `busy` for a lock another connection holds.
 pub(crate) fn open_db(
     path: &Path,
     source: &str,
     readonly: bool,
+    busy: Duration,
 ) -> Result<rusqlite::Connection, AuthError> {
     if !path.exists() {
         return Err(load_err(source, "file not found"));
@@ -407,8 +414,7 @@ pub(crate) fn open_db(
     };
     let conn =
         rusqlite::Connection::open_with_flags(path, flags).map_err(|e| load_err(source, e))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| load_err(source, e))?;
+    conn.busy_timeout(busy).map_err(|e| load_err(source, e))?;
     Ok(conn)
 }
 
@@ -423,7 +429,7 @@ pub(crate) fn read_kv(conn: &rusqlite::Connection, key: &str) -> Option<Map<Stri
 
 fn load_sqlite(path: &Path, readonly: bool, creds: &mut Credentials) -> Result<String, AuthError> {
     let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
-    let conn = open_db(path, &source, readonly)?;
+    let conn = open_db(path, &source, readonly, SQLITE_BUSY_TIMEOUT)?;
     let (key, token) = SQLITE_TOKEN_KEYS
         .iter()
         .find_map(|k| read_kv(&conn, k).map(|v| ((*k).to_owned(), v)))
@@ -478,9 +484,9 @@ pub(crate) fn apply_sqlite_token(token: &Map<String, Value>, creds: &mut Credent
     }
 }
 
-/// Re-read what the source holds now (another program may have refreshed). `None` for `Env`
-/// or when the source cannot be read.
-pub fn reread(source: &CredentialSource) -> Option<Credentials> {
+/// Re-read what the source holds now (another program may have refreshed), waiting at most
+/// `busy` for a database lock. `None` for `Env` or when the source cannot be read.
+pub fn reread(source: &CredentialSource, busy: Duration) -> Option<Credentials> {
     let mut creds = Credentials::default();
     match source {
         CredentialSource::Env | CredentialSource::ApiKey => return None,
@@ -490,7 +496,7 @@ pub fn reread(source: &CredentialSource) -> Option<Credentials> {
             token_key,
             readonly,
         } => {
-            let conn = open_db(path, "", *readonly).ok()?;
+            let conn = open_db(path, "", *readonly, busy).ok()?;
             apply_sqlite_token(&read_kv(&conn, token_key)?, &mut creds);
         }
     }
@@ -499,13 +505,22 @@ pub fn reread(source: &CredentialSource) -> Option<Credentials> {
 
 /// Write a rotation back to its source. Blocking I/O: call it from `spawn_blocking`.
 pub fn persist(source: &CredentialSource, rot: &Rotation) -> Result<(), AuthError> {
+    persist_within(source, rot, SQLITE_BUSY_TIMEOUT)
+}
+
+/// [`persist`], waiting at most `busy` for a database lock another connection holds.
+pub fn persist_within(
+    source: &CredentialSource,
+    rot: &Rotation,
+    busy: Duration,
+) -> Result<(), AuthError> {
     match source {
         CredentialSource::Env | CredentialSource::ApiKey => Ok(()),
         CredentialSource::JsonFile { path } => persist_json(path, rot),
         CredentialSource::Sqlite { readonly: true, .. } => Ok(()),
         CredentialSource::Sqlite {
             path, token_key, ..
-        } => persist_sqlite(path, token_key, rot),
+        } => persist_sqlite(path, token_key, rot, busy),
     }
 }
 
@@ -581,9 +596,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     result
 }
 
-fn persist_sqlite(path: &Path, key: &str, rot: &Rotation) -> Result<(), AuthError> {
+fn persist_sqlite(path: &Path, key: &str, rot: &Rotation, busy: Duration) -> Result<(), AuthError> {
     let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
-    let mut conn = open_db(path, &source, false).map_err(|e| persist_err(&source, e))?;
+    let mut conn = open_db(path, &source, false, busy).map_err(|e| persist_err(&source, e))?;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| persist_err(&source, e))?;

@@ -152,7 +152,23 @@ struct Inner {
     refreshes: AtomicU64,
     /// Refreshes that failed (transport, refusal, bad answer).
     refresh_failures: AtomicU64,
+    /// Retries a write-back that failed (a locked database): owned here, aborted with the
+    /// manager.
+    saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = crate::lock(&self.saver).take() {
+            task.abort();
+        }
+    }
+}
+
+/// The first wait before a failed write-back is tried again; it doubles up to
+/// [`SAVE_RETRY_MAX`].
+const SAVE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
@@ -270,6 +286,7 @@ impl TokenManager {
                 cfg,
                 refreshes: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
+                saver: Mutex::new(None),
             }),
         })
     }
@@ -552,8 +569,9 @@ impl TokenManager {
                 }
                 if !lock.is_held() {
                     // the SQLite commit ended the transaction: take it again
-                    lock =
-                        SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
+                    // the SQLite commit ended the transaction: take it again, within what is
+                    // left of the same wait
+                    lock = SourceLock::acquire(&self.inner.source, lock.remaining()).await;
                 }
             }
         }
@@ -827,7 +845,68 @@ impl TokenManager {
         match lock.persist(&rot).await {
             Ok(()) => self.mark_saved(&rot),
             Err(e) => {
-                tracing::error!(error = %e, "the rotated token is kept in memory; it will be written again on the next refresh")
+                tracing::error!(error = %e, "the rotated token is kept in memory; writing it back is tried again shortly");
+                self.schedule_save();
+            }
+        }
+    }
+
+    /// Try the unsaved rotation's write-back again in the background (the source was locked
+    /// past `CREDENTIALS_LOCK_TIMEOUT_SECS`, or unwritable): after 1 s, doubling up to a
+    /// minute, until it is written or replaced. The token was handed out without waiting.
+    fn schedule_save(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // a weak reference: the task must not keep a dropped manager alive
+        let weak = Arc::downgrade(&self.inner);
+        let task = rt.spawn(async move {
+            let mut wait = SAVE_RETRY_FIRST;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                if (TokenManager { inner }).save_unsaved().await {
+                    return;
+                }
+                wait = (wait * 2).min(SAVE_RETRY_MAX);
+            }
+        });
+        if let Some(old) = crate::lock(&self.inner.saver).replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Write the unsaved rotation, under the refresh single-flight and the source lock.
+    /// `true` when there is nothing left to do: written, or the source now holds another
+    /// program's newer credentials (never written over).
+    async fn save_unsaved(&self) -> bool {
+        let _guard = self.inner.refresh_lock.lock().await;
+        let Some(rot) = self.lock_state().unsaved.clone() else {
+            return true;
+        };
+        let mut lock = SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
+        if let Some(held) = lock.reread().await {
+            let mut s = self.lock_state();
+            let theirs = held.refresh_token.filter(|r| !r.is_empty());
+            if let Some(r) = theirs {
+                if s.source_refresh.as_ref() != Some(&r) && r != rot.refresh_token {
+                    tracing::warn!(source = %self.inner.source.describe(), "another program wrote new credentials before the rotated token could be saved; keeping theirs in the source");
+                    s.unsaved = None;
+                    return true;
+                }
+            }
+        }
+        match lock.persist(&rot).await {
+            Ok(()) => {
+                tracing::info!(source = %self.inner.source.describe(), "saved the rotated token that could not be written before");
+                self.mark_saved(&rot);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the rotated token is still kept in memory only");
+                false
             }
         }
     }
