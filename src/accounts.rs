@@ -424,7 +424,24 @@ impl Account {
     }
 
     pub fn state(&self) -> AccountState {
-        lock(&self.health).state
+        let state = lock(&self.health).state;
+        if state == AccountState::Ok && self.refresh_problem().is_some() {
+            return AccountState::RefreshFailing;
+        }
+        state
+    }
+
+    /// Why its token manager cannot give it a usable token (see
+    /// [`TokenManager::refresh_problem`]).
+    fn refresh_problem(&self) -> Option<String> {
+        self.tokens.as_ref().and_then(TokenManager::refresh_problem)
+    }
+
+    /// Whether a request now could be served by it: not out of rotation, and not without a
+    /// usable token because its refresh fails (a due probe does not make such an account
+    /// available: it would fail the request it is tried with).
+    fn available(&self, now: Instant) -> bool {
+        !matches!(lock(&self.health).avail(now), Avail::Down(_)) && self.refresh_problem().is_none()
     }
 
     fn profile_arn(&self) -> Option<String> {
@@ -452,6 +469,10 @@ pub struct AccountSnapshot {
     pub retry_in_secs: Option<u64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// Why the account has no usable token: its last refresh failed and its access token has
+    /// expired (the failure, naming the credential source). The account is then not
+    /// available, and `/health` counts it so.
+    pub refresh_error: Option<String>,
     pub priority: i32,
     pub weight: u32,
     pub in_flight: usize,
@@ -603,13 +624,58 @@ impl AccountPool {
     }
 
     /// Whether some account could take a request now (a single account gets every request
-    /// anyway; this says whether it is known not to be able to serve).
+    /// anyway; this says whether it is known not to be able to serve). An account whose
+    /// token refresh fails, with no unexpired token left, cannot.
     pub fn can_serve(&self) -> bool {
         let now = Instant::now();
-        self.inner
-            .accounts
-            .iter()
-            .any(|a| !matches!(lock(&a.health).avail(now), Avail::Down(_)))
+        self.inner.accounts.iter().any(|a| a.available(now))
+    }
+
+    /// Try again, now, the refresh of every account that has no usable token because its
+    /// refresh failed, when its next try is due (the pool's cool-down for a refresh-failing
+    /// account; the token manager's failure cool-down otherwise). `/health` calls this
+    /// before it answers, so that it reports what a request would meet, and so that an
+    /// account whose credentials were fixed (signed in again) comes back even while load
+    /// balancers send no traffic.
+    pub async fn recheck_credentials(&self) {
+        for a in &self.inner.accounts {
+            let Some(tokens) = a.tokens.clone() else {
+                continue;
+            };
+            if tokens.refresh_problem().is_none() {
+                continue;
+            }
+            let now = Instant::now();
+            let probe = {
+                let mut h = lock(&a.health);
+                match h.avail(now) {
+                    Avail::Down(_) => continue,
+                    Avail::Probe => {
+                        h.probing = true;
+                        true
+                    }
+                    Avail::Ready => false,
+                }
+            };
+            a.in_flight.fetch_add(1, Ordering::Relaxed);
+            let mut lease = Lease {
+                account: a.clone(),
+                probe,
+            };
+            match tokens.access_token().await {
+                Ok(_) => {
+                    let mut h = lock(&a.health);
+                    h.probing &= !lease.probe;
+                    lease.probe = false;
+                    if h.state != AccountState::Ok {
+                        recover(&mut h, &a.name);
+                    }
+                }
+                Err(e) => {
+                    self.judge(&mut lease, &Error::Auth(e));
+                }
+            }
+        }
     }
 
     /// Clear an account's cool-down, parked, refresh-failing or suspended state. `false`:
@@ -637,13 +703,18 @@ impl AccountPool {
             .accounts
             .iter()
             .map(|a| {
+                let refresh_error = a.refresh_problem();
                 let h = lock(&a.health);
-                let available = !matches!(h.avail(now), Avail::Down(_));
+                let available = !matches!(h.avail(now), Avail::Down(_)) && refresh_error.is_none();
+                let state = match h.state {
+                    AccountState::Ok if refresh_error.is_some() => AccountState::RefreshFailing,
+                    s => s,
+                };
                 let status = a.tokens.as_ref().map(TokenManager::status);
                 let expires = status.as_ref().and_then(|s| s.expires_at);
                 AccountSnapshot {
                     name: a.name.to_string(),
-                    state: h.state.as_str(),
+                    state: state.as_str(),
                     available,
                     auth_type: status.as_ref().map(|s| s.auth_kind.as_str()),
                     source: a.tokens.as_ref().map(|t| t.source().kind_name()),
@@ -656,6 +727,7 @@ impl AccountPool {
                     retry_at: h.until_wall.map(crate::auth::source::format_expiry),
                     retry_in_secs: h.until.map(|t| t.saturating_duration_since(now).as_secs()),
                     last_error: h.last_error.as_ref().map(|(_, m)| m.clone()),
+                    refresh_error,
                     last_error_at: h
                         .last_error
                         .as_ref()

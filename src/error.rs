@@ -130,15 +130,21 @@ impl GatewayError {
     }
 }
 
+/// What clients get when the Kiro auth service refuses the gateway's refresh token.
+pub const KIRO_CREDENTIALS_REFUSED: &str = "The gateway's Kiro credentials were refused by the Kiro auth service (its refresh token is revoked or expired). This is not about your API key: the gateway's operator must sign in to Kiro again; the gateway's log and /health/accounts say how.";
+
 impl From<AuthError> for GatewayError {
     fn from(e: AuthError) -> Self {
         match &e {
+            // the gateway's own credential, not the client's key: a 401 would make the SDKs
+            // tell their user that *their* key is wrong. The detail (source, file path, the
+            // service's words, the fix) goes to the log and /health/accounts, not to clients.
             AuthError::Refused { .. } => Self::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorKind::Authentication,
-                format!("Kiro credentials need attention: {e}"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Internal,
+                KIRO_CREDENTIALS_REFUSED,
             )
-            .with_code("kiro_reauthentication_required"),
+            .with_code("kiro_credentials_refused"),
             // the gateway's own upstream credential is refused: the client's key was fine, so
             // not a 401 that would send it to re-enter its key
             AuthError::ApiKeyRefused { .. } => Self::new(

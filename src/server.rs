@@ -466,8 +466,11 @@ async fn root() -> impl IntoResponse {
 }
 
 async fn health(State(gw): State<Gateway>) -> Response<Body> {
-    let status = gw.parts.tokens.status();
     let pool = &gw.parts.accounts;
+    // an account without a usable token tries its refresh again when that is due, so that
+    // the answer is what a request would meet now
+    pool.recheck_credentials().await;
+    let status = gw.parts.tokens.status();
     let available = pool
         .accounts()
         .iter()

@@ -171,13 +171,17 @@ async fn revoked_refresh_token_tells_the_user_to_sign_in_again() {
         r.mock.revoke_access_tokens();
         r.mock.revoke_refresh_token();
         let o = call(&r, d, stream).await;
-        assert_eq!(o.status, 401, "{d:?} {stream}: {}", o.raw);
+        // the gateway's credential was refused, not the client's key: 503, never 401
+        assert_eq!(o.status, 503, "{d:?} {stream}: {}", o.raw);
         assert!(o.is_error_body(d), "{}", o.raw);
-        assert!(
-            o.raw.contains("sign in") || o.raw.contains("REFRESH_TOKEN"),
+        assert_eq!(o.json["error"]["type"], "api_error", "{}", o.raw);
+        assert_eq!(
+            o.json["error"]["message"],
+            kiro_gateway::error::KIRO_CREDENTIALS_REFUSED,
             "{}",
             o.raw
         );
+        assert!(o.raw.contains("sign in to Kiro again"), "{}", o.raw);
         assert!(
             !o.raw.contains("mock-refresh-"),
             "no secret in the message: {}",
@@ -485,7 +489,7 @@ async fn a_failing_refresh_is_shared_by_every_waiting_request() {
         .collect();
     let outcomes = futures_util::future::join_all(calls).await;
     for o in &outcomes {
-        assert_eq!(o.status, 401, "{}", o.raw);
+        assert_eq!(o.status, 503, "{}", o.raw);
     }
     assert_eq!(
         r.mock.desktop_refreshes() - before,

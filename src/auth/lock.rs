@@ -20,7 +20,11 @@
 //! the SQLite lock is taken on the blocking pool, so no runtime thread is ever blocked and
 //! other requests (with a fresh token) keep flowing. After `CREDENTIALS_LOCK_TIMEOUT_SECS`
 //! the refresh goes ahead without the lock, with a warning naming the lock file: a holder
-//! that hangs must not stop the gateway. The re-read and retry after a refused refresh
+//! that hangs must not stop the gateway. That timeout bounds the whole wait: the re-read and
+//! the write-back that follow wait on SQLite's busy handler only for what is left of it, so a
+//! database kiro-cli keeps locked delays the refresh by the timeout and no more (keep it
+//! below `FIRST_TOKEN_TIMEOUT`). A write-back that could not be done then is retried in the
+//! background (see `token.rs`); the token is handed out meanwhile. The re-read and retry after a refused refresh
 //! (see `token.rs`) covers the race that is then possible.
 //!
 //! **A crashed holder** cannot wedge anyone: the operating system drops a `flock` lock when
@@ -78,9 +82,15 @@ enum Held {
 
 /// A held (or, after a timeout, not held) source lock. Dropping it releases the lock; a
 /// SQLite transaction not committed by [`SourceLock::persist`] is rolled back.
+///
+/// Every wait it does (for the lock, then for SQLite locks while re-reading and writing)
+/// ends at one deadline, `CREDENTIALS_LOCK_TIMEOUT_SECS` after [`SourceLock::acquire`]
+/// began: a database kiro-cli keeps locked delays a refresh by that much in all, never by
+/// that plus SQLite's own busy timeouts.
 pub struct SourceLock {
     held: Held,
     source: CredentialSource,
+    deadline: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for SourceLock {
@@ -95,19 +105,27 @@ impl std::fmt::Debug for SourceLock {
 impl SourceLock {
     /// Take the lock of `source`, waiting at most `timeout`.
     pub async fn acquire(source: &CredentialSource, timeout: Duration) -> SourceLock {
+        let deadline = tokio::time::Instant::now() + timeout;
         let held = match source {
             CredentialSource::JsonFile { path } => lock_file(path, timeout).await,
             CredentialSource::Sqlite {
                 path,
                 readonly: false,
                 ..
-            } => lock_sqlite(path, timeout).await,
+            } => lock_sqlite(path, deadline).await,
             _ => Held::Nothing,
         };
         SourceLock {
             held,
             source: source.clone(),
+            deadline,
         }
+    }
+
+    /// What is left of the wait this lock was acquired with.
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
     }
 
     /// Whether the lock is actually held.
@@ -117,11 +135,13 @@ impl SourceLock {
 
     /// What the source holds now (inside the SQLite transaction when there is one).
     pub async fn reread(&mut self) -> Option<Credentials> {
+        let busy = self.remaining();
         match (&mut self.held, &self.source) {
             (Held::Sqlite(conn), CredentialSource::Sqlite { token_key, .. }) => {
                 let c = conn.take()?;
                 let key = token_key.clone();
                 let (c, creds) = tokio::task::spawn_blocking(move || {
+                    let _ = c.busy_timeout(busy);
                     let creds = source::read_kv(&c, &key).map(|token| {
                         let mut creds = Credentials::default();
                         source::apply_sqlite_token(&token, &mut creds);
@@ -137,7 +157,7 @@ impl SourceLock {
             (_, CredentialSource::Env | CredentialSource::ApiKey) => None,
             (_, src) => {
                 let src = src.clone();
-                tokio::task::spawn_blocking(move || source::reread(&src))
+                tokio::task::spawn_blocking(move || source::reread(&src, busy))
                     .await
                     .ok()
                     .flatten()
@@ -148,6 +168,7 @@ impl SourceLock {
     /// Write a rotation back (merged, atomic) and, for SQLite, commit, which ends the lock.
     pub async fn persist(&mut self, rot: &Rotation) -> Result<(), AuthError> {
         let origin = self.source.describe();
+        let busy = self.remaining();
         match (&mut self.held, &self.source) {
             (Held::Sqlite(conn), CredentialSource::Sqlite { token_key, .. }) => {
                 let Some(c) = conn.take() else {
@@ -158,6 +179,7 @@ impl SourceLock {
                 };
                 let (key, rot) = (token_key.clone(), rot.clone());
                 let result = tokio::task::spawn_blocking(move || {
+                    c.busy_timeout(busy)?;
                     source::merge_sqlite_token(&c, &key, &rot)?;
                     c.execute_batch("COMMIT")
                 })
@@ -171,7 +193,7 @@ impl SourceLock {
             }
             (_, src) => {
                 let (src, rot) = (src.clone(), rot.clone());
-                tokio::task::spawn_blocking(move || source::persist(&src, &rot))
+                tokio::task::spawn_blocking(move || source::persist_within(&src, &rot, busy))
                     .await
                     .map_err(|e| source::persist_err(&origin, e))?
             }
@@ -220,16 +242,14 @@ async fn lock_file(path: &Path, timeout: Duration) -> Held {
     }
 }
 
-async fn lock_sqlite(path: &Path, timeout: Duration) -> Held {
+async fn lock_sqlite(path: &Path, deadline: tokio::time::Instant) -> Held {
     let p = path.to_path_buf();
+    let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
     let result = tokio::task::spawn_blocking(move || {
-        let conn = source::open_db(&p, "", false).map_err(|e| e.to_string())?;
         // the busy handler is the wait for the lock: on the blocking pool, never a runtime
         // thread
-        conn.busy_timeout(timeout).map_err(|e| e.to_string())?;
+        let conn = source::open_db(&p, "", false, timeout).map_err(|e| e.to_string())?;
         conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string())?;
-        conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(conn)
     })

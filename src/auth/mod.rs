@@ -7,7 +7,9 @@ pub mod token;
 
 pub use lock::SourceLock;
 pub use source::{AuthKind, CredentialSettings, CredentialSource, Credentials};
-pub use token::{AccessToken, ProfileArnPolicy, TokenConfig, TokenManager, TokenStatus};
+pub use token::{
+    AccessToken, ProfileArnPolicy, TokenConfig, TokenManager, TokenOrigin, TokenStatus,
+};
 
 /// A credential problem, worded for the person who has to fix it. Never carries a secret.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -313,9 +313,21 @@ pub fn parse_expiry(s: &str) -> Option<SystemTime> {
         })
 }
 
+/// `t` as a UTC date, clamped to the years 1970 to 9999 (what RFC 3339 can write), so that a
+/// time from the network or a file can never make the conversion panic.
+fn utc(t: SystemTime) -> OffsetDateTime {
+    let max = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => OffsetDateTime::UNIX_EPOCH
+            .checked_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+            .map_or(max, |dt| dt.min(max)),
+        Err(_) => OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
 /// RFC 3339 in UTC with milliseconds and `Z`, the form the Kiro IDE writes.
 pub fn format_expiry(t: SystemTime) -> String {
-    let dt = OffsetDateTime::from(t);
+    let dt = utc(t);
     let dt = dt
         .replace_nanosecond(dt.millisecond() as u32 * 1_000_000)
         .unwrap_or(dt);
@@ -378,11 +390,18 @@ fn load_device_registration(creds_path: &Path, hash: &str, creds: &mut Credentia
     );
 }
 
-/// Open kiro-cli's database (never creating it); `readonly` opens it read-only.
+/// How long a read or write of kiro-cli's database waits for a lock kiro-cli holds, outside a
+/// refresh (at start). During a refresh the wait is what is left of
+/// `CREDENTIALS_LOCK_TIMEOUT_SECS` (see [`super::lock`]).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open kiro-cli's database (never creating it); `readonly` opens it read-only; a statement
+/// waits at most `busy` for a lock another connection holds.
 pub(crate) fn open_db(
     path: &Path,
     source: &str,
     readonly: bool,
+    busy: Duration,
 ) -> Result<rusqlite::Connection, AuthError> {
     if !path.exists() {
         return Err(load_err(source, "file not found"));
@@ -395,8 +414,7 @@ pub(crate) fn open_db(
     };
     let conn =
         rusqlite::Connection::open_with_flags(path, flags).map_err(|e| load_err(source, e))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| load_err(source, e))?;
+    conn.busy_timeout(busy).map_err(|e| load_err(source, e))?;
     Ok(conn)
 }
 
@@ -411,7 +429,7 @@ pub(crate) fn read_kv(conn: &rusqlite::Connection, key: &str) -> Option<Map<Stri
 
 fn load_sqlite(path: &Path, readonly: bool, creds: &mut Credentials) -> Result<String, AuthError> {
     let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
-    let conn = open_db(path, &source, readonly)?;
+    let conn = open_db(path, &source, readonly, SQLITE_BUSY_TIMEOUT)?;
     let (key, token) = SQLITE_TOKEN_KEYS
         .iter()
         .find_map(|k| read_kv(&conn, k).map(|v| ((*k).to_owned(), v)))
@@ -466,9 +484,9 @@ pub(crate) fn apply_sqlite_token(token: &Map<String, Value>, creds: &mut Credent
     }
 }
 
-/// Re-read what the source holds now (another program may have refreshed). `None` for `Env`
-/// or when the source cannot be read.
-pub fn reread(source: &CredentialSource) -> Option<Credentials> {
+/// Re-read what the source holds now (another program may have refreshed), waiting at most
+/// `busy` for a database lock. `None` for `Env` or when the source cannot be read.
+pub fn reread(source: &CredentialSource, busy: Duration) -> Option<Credentials> {
     let mut creds = Credentials::default();
     match source {
         CredentialSource::Env | CredentialSource::ApiKey => return None,
@@ -478,7 +496,7 @@ pub fn reread(source: &CredentialSource) -> Option<Credentials> {
             token_key,
             readonly,
         } => {
-            let conn = open_db(path, "", *readonly).ok()?;
+            let conn = open_db(path, "", *readonly, busy).ok()?;
             apply_sqlite_token(&read_kv(&conn, token_key)?, &mut creds);
         }
     }
@@ -487,13 +505,22 @@ pub fn reread(source: &CredentialSource) -> Option<Credentials> {
 
 /// Write a rotation back to its source. Blocking I/O: call it from `spawn_blocking`.
 pub fn persist(source: &CredentialSource, rot: &Rotation) -> Result<(), AuthError> {
+    persist_within(source, rot, SQLITE_BUSY_TIMEOUT)
+}
+
+/// [`persist`], waiting at most `busy` for a database lock another connection holds.
+pub fn persist_within(
+    source: &CredentialSource,
+    rot: &Rotation,
+    busy: Duration,
+) -> Result<(), AuthError> {
     match source {
         CredentialSource::Env | CredentialSource::ApiKey => Ok(()),
         CredentialSource::JsonFile { path } => persist_json(path, rot),
         CredentialSource::Sqlite { readonly: true, .. } => Ok(()),
         CredentialSource::Sqlite {
             path, token_key, ..
-        } => persist_sqlite(path, token_key, rot),
+        } => persist_sqlite(path, token_key, rot, busy),
     }
 }
 
@@ -569,9 +596,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     result
 }
 
-fn persist_sqlite(path: &Path, key: &str, rot: &Rotation) -> Result<(), AuthError> {
+fn persist_sqlite(path: &Path, key: &str, rot: &Rotation, busy: Duration) -> Result<(), AuthError> {
     let source = format!("KIRO_CLI_DB_FILE ({})", path.display());
-    let mut conn = open_db(path, &source, false).map_err(|e| persist_err(&source, e))?;
+    let mut conn = open_db(path, &source, false, busy).map_err(|e| persist_err(&source, e))?;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| persist_err(&source, e))?;
@@ -667,7 +694,7 @@ impl DateStyle {
 
     /// `t` in UTC, in this style.
     pub fn format(self, t: SystemTime) -> String {
-        let dt = OffsetDateTime::from(t).to_offset(time::UtcOffset::UTC);
+        let dt = utc(t);
         let mut out = format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
             dt.year(),
@@ -703,6 +730,24 @@ mod tests {
         assert_eq!(format_expiry(t2), "2025-01-12T23:00:00.123Z");
         assert!(parse_expiry("2025-01-12T23:00:00").is_some());
         assert!(parse_expiry("soon").is_none());
+    }
+
+    #[test]
+    fn far_future_times_format_without_panicking() {
+        // 3e11 s and more after 1970 is past year 9999: clamped, never a panic
+        for secs in [300_000_000_000u64, u64::MAX / 2] {
+            let t = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+            let Some(t) = t else { continue };
+            assert_eq!(format_expiry(t), "9999-12-31T23:59:59.999Z");
+            assert_eq!(
+                DateStyle::of("2025-01-12T23:00:00+00:00").format(t),
+                "9999-12-31T23:59:59+00:00"
+            );
+        }
+        assert_eq!(
+            format_expiry(SystemTime::UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]

@@ -87,6 +87,21 @@ const MIN_ADOPT_LIFETIME: Duration = Duration::from_secs(2);
 pub struct AccessToken {
     pub token: Secret,
     pub generation: u64,
+    /// Where it came from: a 403 on a token that was not [`TokenOrigin::Refreshed`] by us
+    /// has not yet cost the request its one refresh.
+    pub origin: TokenOrigin,
+}
+
+/// Where the current access token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// Read from the source at start (or an API key).
+    Loaded,
+    /// Taken from the source, where another program (the Kiro IDE, kiro-cli, another
+    /// gateway) wrote it after its own refresh.
+    Adopted,
+    /// Issued to this gateway by its own refresh.
+    Refreshed,
 }
 
 /// What `/health` may show about the token: never the token.
@@ -109,6 +124,10 @@ struct State {
     lifetime: Option<Duration>,
     profile_arn: Option<String>,
     generation: u64,
+    origin: TokenOrigin,
+    /// The service refused the access token of this generation (and no refresh replaced
+    /// it): it is not handed out again, however far its expiry.
+    refused_generation: Option<u64>,
     /// A rotation that could not be written back yet.
     unsaved: Option<Rotation>,
     /// The refresh token the source held when we last read or wrote it: a different one there
@@ -133,7 +152,23 @@ struct Inner {
     refreshes: AtomicU64,
     /// Refreshes that failed (transport, refusal, bad answer).
     refresh_failures: AtomicU64,
+    /// Retries a write-back that failed (a locked database): owned here, aborted with the
+    /// manager.
+    saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = crate::lock(&self.saver).take() {
+            task.abort();
+        }
+    }
+}
+
+/// The first wait before a failed write-back is tried again; it doubles up to
+/// [`SAVE_RETRY_MAX`].
+const SAVE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
@@ -147,6 +182,36 @@ impl std::fmt::Debug for TokenManager {
             .field("kind", &self.inner.kind)
             .field("source", &self.inner.source)
             .finish_non_exhaustive()
+    }
+}
+
+/// The longest token lifetime believed from a refresh answer. Kiro and AWS SSO issue tokens
+/// for about an hour; a larger `expiresIn` is clamped to this, so that a broken or hostile
+/// answer (`3e11`, `1e20`) can never push an expiry past what the date arithmetic and the
+/// RFC 3339 formatting handle. Refreshing a day early costs one refresh.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The lifetime to believe for a refresh answer's `expiresIn` (seconds): `default` when it is
+/// missing, not a number or not positive; at most [`MAX_TOKEN_LIFETIME`]. Both corrections
+/// are logged.
+pub fn token_lifetime(expires_in: Option<f64>, default: Duration) -> Duration {
+    match expires_in {
+        None => default,
+        Some(s) if !s.is_finite() || s <= 0.0 => {
+            tracing::warn!(
+                expires_in = s,
+                "the refresh answer's expiresIn is not a positive number; assuming {default:?}"
+            );
+            default
+        }
+        Some(s) if s > MAX_TOKEN_LIFETIME.as_secs_f64() => {
+            tracing::warn!(
+                expires_in = s,
+                "the refresh answer's expiresIn is implausibly long; treating the token as valid for {MAX_TOKEN_LIFETIME:?}"
+            );
+            MAX_TOKEN_LIFETIME
+        }
+        Some(s) => Duration::from_secs_f64(s),
     }
 }
 
@@ -203,6 +268,8 @@ impl TokenManager {
                     lifetime: None,
                     profile_arn: creds.profile_arn,
                     generation: 0,
+                    origin: TokenOrigin::Loaded,
+                    refused_generation: None,
                     unsaved: None,
                     source_refresh: creds.refresh_token.clone(),
                     last_failure: None,
@@ -219,6 +286,7 @@ impl TokenManager {
                 cfg,
                 refreshes: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
+                saver: Mutex::new(None),
             }),
         })
     }
@@ -279,6 +347,22 @@ impl TokenManager {
         self.inner.refresh_failures.load(Ordering::Relaxed)
     }
 
+    /// Why this account cannot get a usable token now: its last refresh failed (refused or
+    /// in transit) and it holds no unexpired access token. `None` when it can serve (an API
+    /// key always can, as far as refreshing goes). The text names the source (and its file),
+    /// for `/health/accounts` and the log, never for clients.
+    pub fn refresh_problem(&self) -> Option<String> {
+        if self.inner.kind == AuthKind::ApiKey {
+            return None;
+        }
+        let s = self.lock_state();
+        let (_, err) = s.last_failure.as_ref()?;
+        let usable = s.access.is_some()
+            && s.refused_generation != Some(s.generation)
+            && s.expires_at.is_some_and(|e| SystemTime::now() < e);
+        (!usable).then(|| err.to_string())
+    }
+
     pub fn status(&self) -> TokenStatus {
         let s = self.lock_state();
         TokenStatus {
@@ -306,21 +390,29 @@ impl TokenManager {
     /// The current token if it is not due for refresh.
     fn fresh(&self) -> Option<AccessToken> {
         let s = self.lock_state();
+        if s.refused_generation == Some(s.generation) {
+            return None;
+        }
         let access = s.access.clone()?;
         let exp = s.expires_at?;
         (SystemTime::now() + self.margin(&s) < exp).then_some(AccessToken {
             token: access,
             generation: s.generation,
+            origin: s.origin,
         })
     }
 
     /// The current token if it has not expired (used when a refresh fails transiently).
     fn unexpired(&self) -> Option<AccessToken> {
         let s = self.lock_state();
+        if s.refused_generation == Some(s.generation) {
+            return None;
+        }
         let access = s.access.clone()?;
         (SystemTime::now() < s.expires_at?).then_some(AccessToken {
             token: access,
             generation: s.generation,
+            origin: s.origin,
         })
     }
 
@@ -333,6 +425,7 @@ impl TokenManager {
         s.access.clone().map(|token| AccessToken {
             token,
             generation: s.generation,
+            origin: s.origin,
         })
     }
 
@@ -361,7 +454,7 @@ impl TokenManager {
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
-        match self.refresh_locked(None).await {
+        match self.refresh_locked(None, true).await {
             Ok(t) => Ok(t),
             Err(e @ (AuthError::Transient { .. } | AuthError::Refused { .. })) => {
                 match self.unexpired() {
@@ -395,17 +488,71 @@ impl TokenManager {
                     return Ok(AccessToken {
                         token: access,
                         generation: s.generation,
+                        origin: s.origin,
                     });
                 }
             }
         }
         // The token the service refused must not be adopted again from the source.
-        self.refresh_locked(Some(&failed.token)).await
+        let result = self.refresh_locked(Some(&failed.token), true).await;
+        self.note_refused(failed, &result);
+        result
+    }
+
+    /// After a failed refresh for a token the service refused: that token, if it is still
+    /// the current one, is not handed out again.
+    fn note_refused(&self, failed: &AccessToken, result: &Result<AccessToken, AuthError>) {
+        if result.is_err() {
+            let mut s = self.lock_state();
+            if s.generation == failed.generation {
+                s.refused_generation = Some(failed.generation);
+            }
+        }
+    }
+
+    /// The service refused `failed`, a token that this gateway did not get from its own
+    /// refresh (one adopted from the source, or loaded at start): a real refresh, with the
+    /// source's current refresh token, under the source lock, adopting no access token from
+    /// the source. A token another task of this process got from a real refresh after
+    /// `failed` is returned instead. An IDE that rotates and revokes every access token
+    /// issued before can leave the source holding a token that is already dead; adopting it
+    /// must not use up the one refresh a request may cause.
+    pub async fn refresh_without_adopting(
+        &self,
+        failed: &AccessToken,
+    ) -> Result<AccessToken, AuthError> {
+        if self.inner.kind == AuthKind::ApiKey {
+            return Err(Self::api_key_refused(
+                403,
+                "the service refused the key as a bearer",
+            ));
+        }
+        let _guard = self.inner.refresh_lock.lock().await;
+        {
+            let s = self.lock_state();
+            if s.generation != failed.generation && s.origin == TokenOrigin::Refreshed {
+                if let Some(access) = s.access.clone() {
+                    return Ok(AccessToken {
+                        token: access,
+                        generation: s.generation,
+                        origin: s.origin,
+                    });
+                }
+            }
+        }
+        let result = self.refresh_locked(Some(&failed.token), false).await;
+        self.note_refused(failed, &result);
+        result
     }
 
     /// Under the source lock: re-read, adopt or refresh, write back. `refused` is an access
-    /// token the service rejected (never adopted again).
-    async fn refresh_locked(&self, refused: Option<&Secret>) -> Result<AccessToken, AuthError> {
+    /// token the service rejected (never adopted again); `adopt`: an access token found in the
+    /// source may be taken instead of refreshing (a rotated refresh token always is).
+    async fn refresh_locked(
+        &self,
+        refused: Option<&Secret>,
+        adopt: bool,
+    ) -> Result<AccessToken, AuthError> {
         let mut lock = SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
         // a rotation an earlier write-back failed to save: save it now that we hold the lock
         let unsaved = self.lock_state().unsaved.clone();
@@ -422,13 +569,15 @@ impl TokenManager {
                 }
                 if !lock.is_held() {
                     // the SQLite commit ended the transaction: take it again
-                    lock =
-                        SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
+                    // the SQLite commit ended the transaction: take it again, within what is
+                    // left of the same wait
+                    lock = SourceLock::acquire(&self.inner.source, lock.remaining()).await;
                 }
             }
         }
         let held = lock.reread().await;
-        if let Some(t) = self.adopt(held.as_ref(), refused) {
+        if let Some(t) = self.adopt(held.as_ref(), refused, adopt) {
+            self.lock_state().last_failure = None;
             return Ok(t);
         }
         {
@@ -445,7 +594,8 @@ impl TokenManager {
             // someone else may have rotated the token between our read and our refresh (or
             // refreshed without our lock): look once more and retry with what is there now
             let now_held = lock.reread().await;
-            if let Some(t) = self.adopt(now_held.as_ref(), refused) {
+            if let Some(t) = self.adopt(now_held.as_ref(), refused, adopt) {
+                self.lock_state().last_failure = None;
                 return Ok(t);
             }
             let current = self.lock_state().refresh.clone();
@@ -483,8 +633,14 @@ impl TokenManager {
     /// What the source holds now, if it is worth taking: a refresh token that changed there
     /// since we last read or wrote it replaces ours (another program rotated it, so ours is
     /// spent); an access token that is not ours, not `refused`, unexpired
-    /// (with [`MIN_ADOPT_LIFETIME`] left) and newer than ours is adopted and returned.
-    fn adopt(&self, held: Option<&Credentials>, refused: Option<&Secret>) -> Option<AccessToken> {
+    /// (with [`MIN_ADOPT_LIFETIME`] left) and newer than ours is adopted and returned, if
+    /// `take_access` allows it.
+    fn adopt(
+        &self,
+        held: Option<&Credentials>,
+        refused: Option<&Secret>,
+        take_access: bool,
+    ) -> Option<AccessToken> {
         let held = held?;
         let mut s = self.lock_state();
         if let Some(r) = held.refresh_token.as_ref().filter(|r| !r.is_empty()) {
@@ -495,6 +651,9 @@ impl TokenManager {
                 }
                 s.source_refresh = Some(r.clone());
             }
+        }
+        if !take_access {
+            return None;
         }
         let access = held.access_token.clone()?;
         let exp = held.expires_at?;
@@ -516,9 +675,11 @@ impl TokenManager {
         // its real lifetime is unknown: what is left of it is the best estimate
         s.lifetime = Some(remaining);
         s.generation += 1;
+        s.origin = TokenOrigin::Adopted;
         Some(AccessToken {
             token: access,
             generation: s.generation,
+            origin: TokenOrigin::Adopted,
         })
     }
 
@@ -618,11 +779,7 @@ impl TokenManager {
                 detail: "the refresh answer has an empty accessToken".into(),
             });
         }
-        let lifetime = answer
-            .expires_in
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(inner.cfg.default_lifetime);
+        let lifetime = token_lifetime(answer.expires_in, inner.cfg.default_lifetime);
         let access = Secret::new(answer.access_token);
         let expires_at = SystemTime::now() + lifetime;
         let rotation_and_gen = {
@@ -641,6 +798,7 @@ impl TokenManager {
             s.expires_at = Some(expires_at);
             s.lifetime = Some(lifetime);
             s.generation += 1;
+            s.origin = TokenOrigin::Refreshed;
             let rot = Rotation {
                 access_token: access.clone(),
                 refresh_token: s.refresh.clone(),
@@ -655,6 +813,7 @@ impl TokenManager {
             AccessToken {
                 token: access,
                 generation,
+                origin: TokenOrigin::Refreshed,
             },
             rotation,
             rotated,
@@ -686,7 +845,68 @@ impl TokenManager {
         match lock.persist(&rot).await {
             Ok(()) => self.mark_saved(&rot),
             Err(e) => {
-                tracing::error!(error = %e, "the rotated token is kept in memory; it will be written again on the next refresh")
+                tracing::error!(error = %e, "the rotated token is kept in memory; writing it back is tried again shortly");
+                self.schedule_save();
+            }
+        }
+    }
+
+    /// Try the unsaved rotation's write-back again in the background (the source was locked
+    /// past `CREDENTIALS_LOCK_TIMEOUT_SECS`, or unwritable): after 1 s, doubling up to a
+    /// minute, until it is written or replaced. The token was handed out without waiting.
+    fn schedule_save(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // a weak reference: the task must not keep a dropped manager alive
+        let weak = Arc::downgrade(&self.inner);
+        let task = rt.spawn(async move {
+            let mut wait = SAVE_RETRY_FIRST;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                if (TokenManager { inner }).save_unsaved().await {
+                    return;
+                }
+                wait = (wait * 2).min(SAVE_RETRY_MAX);
+            }
+        });
+        if let Some(old) = crate::lock(&self.inner.saver).replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Write the unsaved rotation, under the refresh single-flight and the source lock.
+    /// `true` when there is nothing left to do: written, or the source now holds another
+    /// program's newer credentials (never written over).
+    async fn save_unsaved(&self) -> bool {
+        let _guard = self.inner.refresh_lock.lock().await;
+        let Some(rot) = self.lock_state().unsaved.clone() else {
+            return true;
+        };
+        let mut lock = SourceLock::acquire(&self.inner.source, self.inner.cfg.lock_timeout).await;
+        if let Some(held) = lock.reread().await {
+            let mut s = self.lock_state();
+            let theirs = held.refresh_token.filter(|r| !r.is_empty());
+            if let Some(r) = theirs {
+                if s.source_refresh.as_ref() != Some(&r) && r != rot.refresh_token {
+                    tracing::warn!(source = %self.inner.source.describe(), "another program wrote new credentials before the rotated token could be saved; keeping theirs in the source");
+                    s.unsaved = None;
+                    return true;
+                }
+            }
+        }
+        match lock.persist(&rot).await {
+            Ok(()) => {
+                tracing::info!(source = %self.inner.source.describe(), "saved the rotated token that could not be written before");
+                self.mark_saved(&rot);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the rotated token is still kept in memory only");
+                false
             }
         }
     }

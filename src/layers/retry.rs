@@ -2,7 +2,9 @@
 //!
 //! **KiroAuthLayer** puts the current access token on every attempt. A 403 that says the token
 //! is invalid forces a refresh (single-flight, and only if that token is still the current
-//! one) and retries once; any other 403 (a suspended account, a forbidden profile) is returned
+//! one) and retries once; when that "refresh" only adopted a token another program wrote to
+//! the credential source and the service refuses it as well, a real refresh follows (with the
+//! source's current refresh token, under its lock) and one more try; any other 403 (a suspended account, a forbidden profile) is returned
 //! as it is, with no refresh. With a Kiro API key there is nothing to refresh: a 403 other
 //! than a suspension is reported as the key being refused ([`AuthError::ApiKeyRefused`]),
 //! which is not retryable.
@@ -30,7 +32,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::metrics::{RequestRecord, RetryCause};
-use crate::auth::TokenManager;
+use crate::auth::{TokenManager, TokenOrigin};
 use crate::kiro::{BearerKind, Error, GenerateRequest, GenerateResponse};
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
@@ -336,16 +338,35 @@ where
                     )))
                 }
                 Err(Error::Status(s)) if s.is_invalid_token() && budget.take() => {
+                    use tower::ServiceExt;
                     tracing::info!("Kiro rejected the access token; refreshing once");
                     let fresh = tokens.force_refresh(&token).await?;
-                    req.token = Some(fresh.token);
+                    req.token = Some(fresh.token.clone());
                     if let Some(r) = &record {
                         r.retry(RetryCause::InvalidToken);
                         r.attempt();
                     }
-                    use tower::ServiceExt;
+                    let mut last = spare.clone();
                     spare.ready().await?;
-                    spare.call(req).await
+                    match spare.call(req.clone()).await {
+                        // the token came from the source (the IDE or kiro-cli refreshed),
+                        // not from a refresh of ours, and it is dead too (a rotation revoked
+                        // it): the one refresh this request may cause has not happened yet
+                        Err(Error::Status(s))
+                            if s.is_invalid_token() && fresh.origin != TokenOrigin::Refreshed =>
+                        {
+                            tracing::info!("Kiro rejected the access token taken from the credential source as well; refreshing");
+                            let real = tokens.refresh_without_adopting(&fresh).await?;
+                            req.token = Some(real.token);
+                            if let Some(r) = &record {
+                                r.retry(RetryCause::InvalidToken);
+                                r.attempt();
+                            }
+                            last.ready().await?;
+                            last.call(req).await
+                        }
+                        other => other,
+                    }
                 }
                 other => other,
             }

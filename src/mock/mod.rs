@@ -171,6 +171,8 @@ struct Tokens {
     oidc_access: HashSet<String>,
     refresh_revoked: bool,
     serial: u64,
+    /// `expiresIn` as sent in refresh answers, when a test overrides the configured one.
+    expires_in_answer: Option<Value>,
 }
 
 /// Shared state of a running mock.
@@ -325,6 +327,11 @@ impl MockKiro {
     /// Make every refresh fail as a revoked refresh token does.
     pub fn revoke_refresh_token(&self) {
         lock(&self.state.tokens).refresh_revoked = true;
+    }
+
+    /// Send this `expiresIn` in refresh answers from now on (any JSON value, e.g. `1e20`).
+    pub fn set_expires_in_answer(&self, v: Value) {
+        lock(&self.state.tokens).expires_in_answer = Some(v);
     }
 
     /// Accept this access token from now on.
@@ -521,18 +528,22 @@ async fn refresh(state: &MockState, body: &[u8], oidc: bool) -> Response<Body> {
         t.oidc_access.insert(access.clone());
     }
     let refresh = t.refresh.clone();
+    let expires_in = t
+        .expires_in_answer
+        .clone()
+        .unwrap_or_else(|| json!(state.cfg.expires_in));
     drop(t);
     if oidc {
         json_reply(
             StatusCode::OK,
             json!({"accessToken": access, "refreshToken": refresh,
-                   "expiresIn": state.cfg.expires_in, "tokenType": "Bearer"}),
+                   "expiresIn": expires_in, "tokenType": "Bearer"}),
         )
     } else {
         json_reply(
             StatusCode::OK,
             json!({"accessToken": access, "refreshToken": refresh,
-                   "expiresIn": state.cfg.expires_in, "profileArn": state.cfg.profile_arn}),
+                   "expiresIn": expires_in, "profileArn": state.cfg.profile_arn}),
         )
     }
 }

@@ -1,0 +1,351 @@
+//! The gateway's own Kiro credentials under stress (issue 18 items 3, 5, 9, 10, 11, 12 and
+//! issue 17 item 7): refresh answers out of range, a locked kiro-cli database, a write-back
+//! cut short by a crash, a read-only credentials folder, health while refreshes fail, what a
+//! client hears when the gateway's credentials are refused, and an adopted token that the
+//! service refuses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::{start_with, Running};
+use http::StatusCode;
+use kiro_gateway::auth::source::format_expiry;
+use kiro_gateway::config::Config;
+use kiro_gateway::mock::{MockConfig, MockKiro};
+use serde_json::{json, Value};
+
+const REFUSED: &str = kiro_gateway::error::KIRO_CREDENTIALS_REFUSED;
+
+fn in_secs(s: u64) -> String {
+    format_expiry(SystemTime::now() + Duration::from_secs(s))
+}
+
+fn write_json(path: &Path, v: &Value) {
+    let tmp = path.with_extension("ide-tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(v).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A refresh through the mock's desktop endpoint, as the Kiro IDE does it: (access, refresh).
+async fn ide_refresh(mock: &MockKiro, refresh: &str) -> (String, String) {
+    let req = http::Request::post(format!("{}/refreshToken", mock.url()))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"refreshToken": refresh}).to_string(),
+        )))
+        .unwrap();
+    let (status, _, body) = common::http().call_json(req).await.unwrap();
+    assert!(status.is_success(), "the IDE's refresh was refused");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    (
+        v["accessToken"].as_str().unwrap().to_owned(),
+        v["refreshToken"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn openai_body() -> Value {
+    json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn anthropic_body() -> Value {
+    json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
+           "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn get_json(r: &Running, path: &str) -> (StatusCode, Value) {
+    let (s, _, b) = r.send(r.req("GET", path, "")).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// A gateway on the JSON credentials file `path`.
+async fn on_file(path: &Path, tweak: impl FnOnce(&mut Config)) -> Running {
+    let path = path.to_path_buf();
+    start_with(MockConfig::default(), move |c: &mut Config| {
+        c.refresh_token = None;
+        c.kiro_creds_file = Some(path);
+        c.fake_reasoning = false;
+        tweak(c);
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// item 3: an out-of-range expiresIn
+
+#[tokio::test]
+async fn an_out_of_range_expires_in_is_clamped_to_a_day_and_nothing_answers_500() {
+    let r = start_with(MockConfig::default(), |c| c.fake_reasoning = false).await;
+    for (expires_in, dialect) in [(json!(3e11), "openai"), (json!(1e20), "anthropic")] {
+        r.mock.set_expires_in_answer(expires_in.clone());
+        // the current token dies: the next request refreshes and gets the odd expiresIn
+        r.mock.revoke_access_tokens();
+        let before = r.mock.desktop_refreshes();
+        let (s, _, b) = match dialect {
+            "openai" => r.chat(openai_body()).await,
+            _ => {
+                r.send(r.req("POST", "/v1/messages", anthropic_body().to_string()))
+                    .await
+            }
+        };
+        let body = String::from_utf8_lossy(&b);
+        assert_eq!(s, 200, "{expires_in}: {body}");
+        assert_eq!(r.mock.desktop_refreshes(), before + 1, "{expires_in}");
+        let (s, health) = get_json(&r, "/health").await;
+        assert_eq!(s, 200, "{expires_in}: {health}");
+        assert_eq!(health["status"], "healthy");
+        let left = health["auth"]["token_expires_in_secs"].as_u64().unwrap();
+        assert!((86_390..=86_400).contains(&left), "{expires_in}: {left}");
+        let (s, accounts) = get_json(&r, "/health/accounts").await;
+        assert_eq!(s, 200, "{expires_in}: {accounts}");
+        let left = accounts["accounts"][0]["token_expires_in_secs"]
+            .as_u64()
+            .unwrap();
+        assert!((86_390..=86_400).contains(&left), "{expires_in}: {left}");
+        let (s, _, _) = r.send(r.req("GET", "/metrics", "")).await;
+        assert_eq!(s, 200, "{expires_in}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// item 12: a refused refresh is the gateway's problem, not the client's key
+
+#[tokio::test]
+async fn a_refused_refresh_is_a_503_in_the_dialect_without_any_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiro-auth-token.json");
+    write_json(
+        &path,
+        &json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z"}),
+    );
+    let r = on_file(&path, |_| {}).await;
+    r.mock.revoke_access_tokens();
+    r.mock.revoke_refresh_token();
+    let dir_text = dir.path().display().to_string();
+    let (s, h, b) = r.chat(openai_body()).await;
+    assert!(!String::from_utf8_lossy(&b).contains(&dir_text));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(
+        v,
+        json!({"error": {"message": REFUSED, "type": "api_error", "param": null,
+                         "code": "kiro_credentials_refused"}})
+    );
+    assert_eq!(h["content-type"], "application/json");
+    let (s, _, b) = r
+        .send(r.req("POST", "/v1/messages", anthropic_body().to_string()))
+        .await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(
+        v,
+        json!({"type": "error", "error": {"type": "api_error", "message": REFUSED}})
+    );
+    assert!(!String::from_utf8_lossy(&b).contains(&dir_text));
+    // the detail, with the file, is for the operator
+    let (_, accounts) = get_json(&r, "/health/accounts").await;
+    let a = &accounts["accounts"][0];
+    assert_eq!(a["state"], "refresh-failing", "{accounts}");
+    assert_eq!(a["available"], false, "{accounts}");
+    let why = a["refresh_error"].as_str().unwrap();
+    assert!(why.contains(&path.display().to_string()), "{why}");
+    assert!(why.contains("refused the refresh token"), "{why}");
+    assert!(why.contains("Invalid refresh token provided"), "{why}");
+    assert!(!why.contains("mock-refresh-0"), "never the secret: {why}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// item 11: /health while refreshes fail
+
+#[tokio::test]
+async fn health_is_503_while_refreshes_fail_and_recovers_when_the_source_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiro-auth-token.json");
+    write_json(
+        &path,
+        &json!({"accessToken": "dead", "refreshToken": "mock-refresh-0",
+                "expiresAt": "2020-01-01T00:00:00.000Z"}),
+    );
+    // nothing listens on port 1: every refresh fails in transit
+    let r = on_file(&path, |c| {
+        c.kiro_desktop_auth_url = "http://127.0.0.1:1".into()
+    })
+    .await;
+    for _ in 0..3 {
+        let (s, _, b) = r.chat(openai_body()).await;
+        assert_eq!(
+            s,
+            StatusCode::BAD_GATEWAY,
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+    let (s, health) = get_json(&r, "/health").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["status"], "unavailable");
+    assert_eq!(health["accounts"], json!({"total": 1, "ok": 0}));
+    let (_, accounts) = get_json(&r, "/health/accounts").await;
+    assert_eq!(accounts["can_serve"], false, "{accounts}");
+    let a = &accounts["accounts"][0];
+    assert_eq!(a["state"], "refresh-failing", "{accounts}");
+    assert_eq!(a["available"], false);
+    let why = a["refresh_error"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "refreshing the Kiro access token from KIRO_CREDS_FILE ({}) failed: ",
+            path.display()
+        )),
+        "{why}"
+    );
+    // the IDE signs in again and writes a good token: /health sees it without any request
+    let (access, refresh) = ide_refresh(&r.mock, "mock-refresh-0").await;
+    write_json(
+        &path,
+        &json!({"accessToken": access, "refreshToken": refresh, "expiresAt": in_secs(3600)}),
+    );
+    // past the token manager's failure cool-down (2 s)
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, health) = get_json(&r, "/health").await;
+    assert_eq!(s, 200, "{health}");
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["accounts"], json!({"total": 1, "ok": 1}));
+    let (_, accounts) = get_json(&r, "/health/accounts").await;
+    assert_eq!(accounts["accounts"][0]["state"], "ok", "{accounts}");
+    assert_eq!(accounts["accounts"][0]["refresh_error"], Value::Null);
+    let (s, _, _) = r.chat(openai_body()).await;
+    assert_eq!(s, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// issue 17 item 7: an adopted token that the service refuses
+
+#[tokio::test]
+async fn an_adopted_token_that_is_refused_leads_to_a_real_refresh_in_the_same_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiro-auth-token.json");
+    // the gateway starts on a token the IDE got (A1, R1)
+    write_json(
+        &path,
+        &json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z",
+                "provider": "Github"}),
+    );
+    let r = on_file(&path, |_| {}).await;
+    // startup refreshed: the gateway holds mock-access-1 / mock-refresh-1, also in the file
+    assert_eq!(read_json(&path)["refreshToken"], "mock-refresh-1");
+    // the IDE rotates (A2, R2), writes the file; then a second rotation elsewhere revokes
+    // every access token issued so far, A2 included
+    let (a2, r2) = ide_refresh(&r.mock, "mock-refresh-1").await;
+    assert_eq!(
+        (a2.as_str(), r2.as_str()),
+        ("mock-access-2", "mock-refresh-2")
+    );
+    write_json(
+        &path,
+        &json!({"accessToken": a2, "refreshToken": r2, "expiresAt": in_secs(3600),
+                "provider": "Github"}),
+    );
+    r.mock.revoke_access_tokens();
+    let generate_before = r.mock.requests_to("/generateAssistantResponse").len();
+    let refreshes_before = r.mock.desktop_refreshes();
+    let (s, _, b) = r.chat(openai_body()).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let tokens: Vec<Option<String>> = r.mock.requests_to("/generateAssistantResponse")
+        [generate_before..]
+        .iter()
+        .map(|q| q.token.clone())
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            Some("mock-access-1".to_owned()),
+            Some("mock-access-2".to_owned()),
+            Some("mock-access-3".to_owned())
+        ],
+        "its own token, the adopted one, then the one from its real refresh"
+    );
+    assert_eq!(r.mock.desktop_refreshes(), refreshes_before + 1);
+    let last_refresh = r
+        .mock
+        .requests_to("/refreshToken")
+        .last()
+        .unwrap()
+        .body
+        .clone();
+    assert_eq!(
+        last_refresh,
+        json!({"refreshToken": "mock-refresh-2"}),
+        "the source's current refresh token"
+    );
+    let on_disk = read_json(&path);
+    assert_eq!(on_disk["accessToken"], "mock-access-3");
+    assert_eq!(on_disk["refreshToken"], "mock-refresh-3");
+    assert_eq!(on_disk["provider"], "Github");
+}
+
+// ---------------------------------------------------------------------------------------------
+// item 5: a kiro-cli database held locked by another program
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data.sqlite3");
+    common::make_cli_db(
+        &db,
+        json!({"access_token": "dead", "refresh_token": "mock-refresh-0",
+               "expires_at": "2020-01-01T00:00:00Z", "region": "us-east-1"}),
+    );
+    let db_path = db.clone();
+    let r = start_with(MockConfig::default(), move |c: &mut Config| {
+        c.refresh_token = None;
+        c.kiro_cli_db_file = Some(db_path);
+        c.fake_reasoning = false;
+        c.credentials_lock_timeout_secs = 1.0;
+        // one attempt: a refresh that does not fit in the first-token timeout is a 504
+        c.first_token_timeout = 2.5;
+        c.first_token_max_retries = 1;
+    })
+    .await;
+    assert_eq!(common::cli_token(&db)["refresh_token"], "mock-refresh-1");
+    // kiro-cli (here: another connection) holds the database's exclusive lock for 4 s
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let db_path = db.clone();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    r.mock.revoke_access_tokens();
+    let refreshes = r.mock.oidc_refreshes();
+    let started = tokio::time::Instant::now();
+    let (s, _, b) = r.chat(openai_body()).await;
+    let took = started.elapsed();
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert!(
+        took >= Duration::from_secs(1),
+        "it waited for the lock: {took:?}"
+    );
+    assert_eq!(r.mock.oidc_refreshes(), refreshes + 1);
+    holder.join().unwrap();
+    // the rotation could not be written while the database was locked: it is, once it is not
+    let mut on_disk = common::cli_token(&db);
+    for _ in 0..100 {
+        if on_disk["refresh_token"] == "mock-refresh-2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        on_disk = common::cli_token(&db);
+    }
+    assert_eq!(on_disk["refresh_token"], "mock-refresh-2");
+    assert_eq!(on_disk["access_token"], "mock-access-2");
+    assert_eq!(on_disk["region"], "us-east-1");
+}
