@@ -1,6 +1,12 @@
 //! Translation costs: dialect request → Kiro request (a small chat and a Claude Code-sized
 //! request), Kiro events → SSE for a 200-chunk answer with a tool call, and the thinking parser
 //! on its own over the same 200 chunks (to show what share of the stream path it costs).
+//!
+//! `request_with_tool_calls/{1000,10000,100000}`: one assistant turn with that many tool calls,
+//! then their results (about 140 bytes a pair: 100 000 of them are a 14 MB body). Every pass
+//! over a request must be linear: the per-element time stays flat across the three sizes, and
+//! before the benches run, `assert_linear_growth` checks that ten times the calls cost less
+//! than 30 times the time (a quadratic pass costs about 100 times).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // bench code
 
@@ -55,6 +61,53 @@ fn claude_code_sized() -> MessagesRequest {
         "system": [{"type": "text", "text": "You are Claude Code. ".repeat(400), "cache_control": {"type": "ephemeral"}}],
         "tools": tools, "messages": messages}))
     .unwrap()
+}
+
+/// An OpenAI request with `n` tool calls in one assistant turn, each answered by a tool message.
+fn tool_calls_openai(n: usize) -> ChatCompletionRequest {
+    let mut messages = vec![json!({"role": "user", "content": "Run every check."})];
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            json!({"id": format!("call_{i:06}"), "type": "function",
+            "function": {"name": "check", "arguments": format!("{{\"n\":{i}}}")}})
+        })
+        .collect();
+    messages.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
+    for i in 0..n {
+        messages
+            .push(json!({"role": "tool", "tool_call_id": format!("call_{i:06}"), "content": "ok"}));
+    }
+    serde_json::from_value(json!({"model": "claude-sonnet-4-5", "messages": messages,
+        "tools": [{"type": "function", "function": {"name": "check", "description": "Runs a check.",
+            "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}}}}]}))
+    .unwrap()
+}
+
+/// Ten times the tool calls must cost well under a hundred times the time (best of three,
+/// so a busy machine does not make a linear pass look quadratic).
+fn assert_linear_growth(cfg: &TranslateConfig) {
+    let best = |n: usize| {
+        let req = tool_calls_openai(n);
+        (0..3)
+            .map(|_| {
+                let t0 = tokio::time::Instant::now();
+                let len = prepare::<OpenAiChat>(&req, &resolved(), cfg)
+                    .unwrap()
+                    .body
+                    .len();
+                assert!(len > n * 50);
+                t0.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let (small, large) = (best(10_000), best(100_000));
+    let ratio = large.as_secs_f64() / small.as_secs_f64();
+    eprintln!("tool calls: 10 000 in {small:?}, 100 000 in {large:?}: x{ratio:.1}");
+    assert!(
+        ratio < 30.0,
+        "translation grows faster than linearly: 10x the tool calls took {ratio:.1}x the time"
+    );
 }
 
 fn meta() -> ResponseMeta {
@@ -190,6 +243,23 @@ fn bench(c: &mut Criterion) {
                 .len()
         })
     });
+    g.finish();
+
+    assert_linear_growth(&cfg);
+    let mut g = c.benchmark_group("request_with_tool_calls");
+    g.sample_size(10);
+    for n in [1_000usize, 10_000, 100_000] {
+        let req = tool_calls_openai(n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(n.to_string(), |b| {
+            b.iter(|| {
+                prepare::<OpenAiChat>(&req, &resolved(), &cfg)
+                    .unwrap()
+                    .body
+                    .len()
+            })
+        });
+    }
     g.finish();
 
     let ev = events();

@@ -214,6 +214,12 @@ pub struct Config {
     pub reasoning_mode: String,
     /// `MAX_BODY_BYTES`
     pub max_body_bytes: usize,
+    /// `MAX_INFLIGHT_BODY_BYTES`: request-body bytes all requests together may hold while they
+    /// are read and translated; a body past it gets a 503 with `Retry-After`
+    pub max_inflight_body_bytes: usize,
+    /// `MAX_CONNECTIONS`: open client connections; past it new ones are closed at once
+    /// (0: from the open-file limit)
+    pub max_connections: usize,
     /// `KIRO_MAX_PAYLOAD_BYTES`: largest translated request sent to Kiro (0: no limit)
     pub kiro_max_payload_bytes: usize,
     /// `AUTO_TRIM_PAYLOAD`: over the payload limit, drop the oldest turns instead of refusing
@@ -293,6 +299,8 @@ impl Default for Config {
             fake_reasoning_handling: "as_reasoning_content".into(),
             reasoning_mode: "auto".into(),
             max_body_bytes: 32 * 1024 * 1024,
+            max_inflight_body_bytes: 256 * 1024 * 1024,
+            max_connections: 0,
             kiro_max_payload_bytes: 600_000,
             auto_trim_payload: false,
             responses_store_max: 1000,
@@ -362,6 +370,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FAKE_REASONING_HANDLING", "fake_reasoning_handling"),
     ("REASONING_MODE", "reasoning_mode"),
     ("MAX_BODY_BYTES", "max_body_bytes"),
+    ("MAX_INFLIGHT_BODY_BYTES", "max_inflight_body_bytes"),
+    ("MAX_CONNECTIONS", "max_connections"),
     ("KIRO_MAX_PAYLOAD_BYTES", "kiro_max_payload_bytes"),
     ("AUTO_TRIM_PAYLOAD", "auto_trim_payload"),
     ("RESPONSES_STORE_MAX", "responses_store_max"),
@@ -511,6 +521,8 @@ impl Config {
             "MODEL_ALIASES" => self.model_aliases.extend(parse_aliases(name, v)?),
             "TOOL_DESCRIPTION_MAX_LENGTH" => self.tool_description_max_length = parse_num(name, v)?,
             "MAX_BODY_BYTES" => self.max_body_bytes = parse_num(name, v)?,
+            "MAX_INFLIGHT_BODY_BYTES" => self.max_inflight_body_bytes = parse_num(name, v)?,
+            "MAX_CONNECTIONS" => self.max_connections = parse_num(name, v)?,
             "KIRO_MAX_PAYLOAD_BYTES" => self.kiro_max_payload_bytes = parse_num(name, v)?,
             "RESPONSES_STORE_MAX" => self.responses_store_max = parse_num(name, v)?,
             "RESPONSES_STORE_TTL_SECS" => self.responses_store_ttl_secs = parse_num(name, v)?,
@@ -894,6 +906,15 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(invalid("MAX_BODY_BYTES", "must be greater than 0"));
+        }
+        if self.max_inflight_body_bytes < self.max_body_bytes {
+            return Err(invalid(
+                "MAX_INFLIGHT_BODY_BYTES",
+                format!(
+                    "{} is less than MAX_BODY_BYTES ({}): a body of the largest accepted size could never be read",
+                    self.max_inflight_body_bytes, self.max_body_bytes
+                ),
+            ));
         }
         let metrics_access = match &self.metrics_api_key {
             Some(k) if !k.expose().is_empty() => {

@@ -210,6 +210,8 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
     let opts = kiro_gateway::server::ServeOptions {
         grace: kiro_gateway::config::secs(valid.raw.shutdown_grace_secs, 0.0),
         header_read_timeout: kiro_gateway::config::secs(valid.raw.header_read_timeout, 0.1),
+        max_connections: valid.raw.max_connections,
+        metrics: Some(gateway.metrics.clone()),
         ..Default::default()
     };
     serve(

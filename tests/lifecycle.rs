@@ -119,6 +119,159 @@ async fn slow_loris_clients_are_disconnected() {
     s.shutdown.cancel();
 }
 
+/// Read until the server closes the connection; `None` if it is still open after `within`.
+async fn closed_within(conn: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    match tokio::time::timeout(within, conn.read_to_end(&mut buf)).await {
+        Ok(_) => Some(buf),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn silent_and_half_preface_connections_are_closed_after_the_header_timeout() {
+    let s = server(ServeOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    // nothing at all, one byte, the first line of the HTTP/2 preface, the whole preface (an
+    // HTTP/2 connection that never sends a request)
+    let sends: [&[u8]; 4] = [
+        b"",
+        b"G",
+        b"PRI * HTTP/2.0\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ];
+    let mut conns = Vec::new();
+    for bytes in sends {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(bytes).await.unwrap();
+        conns.push(c);
+    }
+    let t0 = tokio::time::Instant::now();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let got = closed_within(c, Duration::from_secs(5)).await;
+        assert!(
+            got.is_some(),
+            "connection {i} ({:?}) was kept open",
+            sends[i]
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // the gateway still answers
+    let r = client()
+        .request(
+            http::Request::get(format!("http://{}/health", s.addr))
+                .body(Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn kept_alive_connections_serve_the_next_request_and_close_when_idle() {
+    let s = server(ServeOptions {
+        header_read_timeout: Duration::from_millis(800),
+        ..Default::default()
+    })
+    .await;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let get = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+    for _ in 0..2 {
+        c.write_all(get).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // then idle: closed once the header timeout has run from the end of the last answer
+    let t0 = tokio::time::Instant::now();
+    assert!(closed_within(&mut c, Duration::from_secs(5))
+        .await
+        .is_some());
+    assert!(t0.elapsed() >= Duration::from_millis(500));
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_request_running_past_the_header_timeout_is_not_cut() {
+    let s = server(ServeOptions {
+        header_read_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    // about a second of streaming, five times the header timeout
+    s.mock.push_reply(Reply::Stream(
+        Script::text(&"word ".repeat(40), 40).write_pause(Duration::from_millis(25)),
+    ));
+    let r = client().request(stream_request(s.addr)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once_and_counted() {
+    let mock = MockKiro::start(MockConfig::default()).await.unwrap();
+    let mut cfg = Config {
+        fake_reasoning: false,
+        ..Default::default()
+    };
+    cfg.use_mock(&mock);
+    let gw = Gateway::from_config(&cfg.validate().unwrap()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        gw.router(),
+        shutdown.clone(),
+        gw.parts.translate.close_streams.clone(),
+        ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 2,
+            metrics: Some(gw.metrics.clone()),
+            ..Default::default()
+        },
+    ));
+    // two silent connections take both slots
+    let a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // the third is closed at once, long before the 10 s header timeout
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let got = closed_within(&mut third, Duration::from_secs(2)).await;
+    assert_eq!(got.as_deref(), Some(&b""[..]));
+    let text = gw.metrics.render();
+    assert!(
+        text.contains("kiro_gateway_connections_refused_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("kiro_gateway_connections_open 2\n"), "{text}");
+    // once they go, the slots are free again
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = client()
+        .request(
+            http::Request::get(format!("http://{addr}/health"))
+                .body(Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    shutdown.cancel();
+}
+
 #[test]
 fn sigterm_stops_the_binary_with_exit_code_zero() {
     use std::io::{BufRead, BufReader};

@@ -13,6 +13,8 @@
 //!    history and the current message becomes `Continue`;
 //! 6. tools used in the history but no longer defined get a minimal definition.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
@@ -268,49 +270,52 @@ fn merge_adjacent(messages: Vec<Message>) -> Vec<Message> {
 }
 
 /// Pair each assistant turn's calls with the next user turn's results; render the unpaired
-/// ones as text.
+/// ones as text. One pass over the turns, each id looked up in a set: linear in the number
+/// of calls and results (a request may carry a hundred thousand of them).
 fn pair_tool_calls(messages: &mut [Message]) {
     for i in 0..messages.len() {
-        if messages[i].role == Role::User {
+        let (before, rest) = messages.split_at_mut(i);
+        let Some((m, after)) = rest.split_first_mut() else {
+            break;
+        };
+        if m.role == Role::User {
             // results not answering the preceding assistant turn
-            let prev_ids: Vec<String> = if i > 0 && messages[i - 1].role == Role::Assistant {
-                messages[i - 1]
-                    .tool_calls
-                    .iter()
-                    .map(|c| c.id.clone())
-                    .collect()
-            } else {
-                Vec::new()
+            let prev_ids: HashSet<&str> = match before.last() {
+                Some(p) if p.role == Role::Assistant => {
+                    p.tool_calls.iter().map(|c| c.id.as_str()).collect()
+                }
+                _ => HashSet::new(),
             };
-            let results = std::mem::take(&mut messages[i].tool_results);
-            let mut seen = std::collections::HashSet::new();
+            let results = std::mem::take(&mut m.tool_results);
+            let mut seen = HashSet::with_capacity(results.len());
             let (kept, orphans): (Vec<_>, Vec<_>) = results
                 .into_iter()
-                .partition(|r| prev_ids.contains(&r.id) && seen.insert(r.id.clone()));
-            messages[i].tool_results = kept;
+                .partition(|r| prev_ids.contains(r.id.as_str()) && seen.insert(r.id.clone()));
+            m.tool_results = kept;
             if !orphans.is_empty() {
                 tracing::debug!(
                     count = orphans.len(),
                     "tool results without a matching call sent as text"
                 );
-                results_to_text(&mut messages[i], orphans);
+                results_to_text(m, orphans);
             }
         } else {
-            let answered: Vec<String> = messages
-                .get(i + 1)
-                .map(|n| n.tool_results.iter().map(|r| r.id.clone()).collect())
+            let answered: HashSet<&str> = after
+                .first()
+                .map(|n| n.tool_results.iter().map(|r| r.id.as_str()).collect())
                 .unwrap_or_default();
             // (a trailing assistant turn's calls are answered by nobody: text as well)
-            let calls = std::mem::take(&mut messages[i].tool_calls);
-            let (kept, unanswered): (Vec<_>, Vec<_>) =
-                calls.into_iter().partition(|c| answered.contains(&c.id));
-            messages[i].tool_calls = kept;
+            let calls = std::mem::take(&mut m.tool_calls);
+            let (kept, unanswered): (Vec<_>, Vec<_>) = calls
+                .into_iter()
+                .partition(|c| answered.contains(c.id.as_str()));
+            m.tool_calls = kept;
             if !unanswered.is_empty() {
                 tracing::debug!(
                     count = unanswered.len(),
                     "tool calls without a result sent as text"
                 );
-                calls_to_text(&mut messages[i], unanswered);
+                calls_to_text(m, unanswered);
             }
         }
     }
@@ -478,12 +483,14 @@ pub fn to_kiro_traced(
 
     // 6. tools used in history must be defined
     if !tools_off {
+        // names compared case-insensitively, as the service does; a set keeps this linear
+        let mut defined: HashSet<String> = kiro_tools
+            .iter()
+            .map(|t| t.tool_specification.name.to_ascii_lowercase())
+            .collect();
         for m in &messages {
             for c in &m.tool_calls {
-                if !kiro_tools
-                    .iter()
-                    .any(|t| t.tool_specification.name.eq_ignore_ascii_case(&c.name))
-                {
+                if defined.insert(c.name.to_ascii_lowercase()) {
                     kiro_tools.push(Tool {
                         tool_specification: ToolSpecification {
                             name: c.name.clone(),
@@ -576,22 +583,60 @@ pub fn to_kiro_traced(
     Ok((req, sources))
 }
 
-/// Drop the oldest turn of a conversation whole: everything before the next user message that
-/// is not a tool-result turn, so a tool call never loses its result nor a result its call. The
-/// last message always stays. Returns how many messages were dropped (0: nothing left to drop).
-pub fn drop_oldest_turn(conv: &mut Conversation) -> usize {
+/// Where each turn after the first starts: the user messages that are not tool-result turns,
+/// past the first message and before the last. Dropping the messages before the `k`-th of
+/// them drops the `k` oldest turns whole, so a tool call never loses its result nor a result
+/// its call, and the last message always stays.
+pub fn turn_starts(conv: &Conversation) -> Vec<usize> {
     let n = conv.messages.len();
-    let next = (1..n.saturating_sub(1)).find(|&j| {
-        let m = &conv.messages[j];
-        m.role == Role::User && m.tool_results.is_empty()
-    });
-    match next {
-        Some(j) => {
+    (1..n.saturating_sub(1))
+        .filter(|&j| {
+            let m = &conv.messages[j];
+            m.role == Role::User && m.tool_results.is_empty()
+        })
+        .collect()
+}
+
+/// Drop the oldest turn of a conversation whole (see [`turn_starts`]). Returns how many
+/// messages were dropped (0: nothing left to drop).
+pub fn drop_oldest_turn(conv: &mut Conversation) -> usize {
+    match turn_starts(conv).first() {
+        Some(&j) => {
             conv.messages.drain(..j);
             j
         }
         None => 0,
     }
+}
+
+/// Bytes of a message that reach the Kiro request whatever the conversion does with it: its
+/// trimmed text, images, tool call ids and names, tool result ids and texts (each appears at
+/// least once in the JSON, escaping only makes it longer). Tool inputs and signed reasoning
+/// are not counted.
+pub fn message_floor(m: &Message) -> usize {
+    m.text.trim().len()
+        + m.images.iter().map(|i| i.source.bytes.len()).sum::<usize>()
+        + m.tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len())
+            .sum::<usize>()
+        + m.tool_results
+            .iter()
+            .map(|r| r.id.len() + r.text.trim().len())
+            .sum::<usize>()
+}
+
+/// A lower bound of the serialised Kiro request for `conv`: the system prompt, the extra
+/// instructions and every message's [`message_floor`]. Cheap (no copy), so a request far over
+/// the payload limit is refused before the translated request is built.
+pub fn payload_floor(conv: &Conversation) -> usize {
+    conv.system.trim().len()
+        + conv
+            .instructions
+            .iter()
+            .map(|i| i.trim().len())
+            .sum::<usize>()
+        + conv.messages.iter().map(message_floor).sum::<usize>()
 }
 
 /// Parse a `data:` URL or bare base64 into a Kiro image. The format comes from the image's

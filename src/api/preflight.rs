@@ -224,11 +224,13 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
             );
         }
     }
-    let defined = |name: &str| {
-        tools
-            .iter()
-            .any(|t| t.tool_specification.name.eq_ignore_ascii_case(name))
-    };
+    // one set of the defined names (case-insensitive, as the service compares them), so the
+    // checks below stay linear in the number of tool uses
+    let defined_names: std::collections::HashSet<String> = tools
+        .iter()
+        .map(|t| t.tool_specification.name.to_ascii_lowercase())
+        .collect();
+    let defined = |name: &str| defined_names.contains(&name.to_ascii_lowercase());
     let check_user =
         |u: &UserInputMessage,
          at: Option<usize>,
@@ -267,7 +269,8 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
             }
         };
     // history: user, assistant, user, …, assistant; then the current (user) message
-    let mut pending: Vec<String> = Vec::new();
+    let mut pending: Vec<&str> = Vec::new();
+    let mut pending_set: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut expect_user = true;
     let n = cs.history.len();
     for idx in 0..=n {
@@ -311,7 +314,8 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
                         );
                     }
                 }
-                pending = a.tool_uses.iter().map(|u| u.tool_use_id.clone()).collect();
+                pending = a.tool_uses.iter().map(|u| u.tool_use_id.as_str()).collect();
+                pending_set = pending.iter().copied().collect();
                 expect_user = true;
                 continue;
             }
@@ -349,7 +353,7 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
                     "duplicate_tool_result",
                     format!("tool call {} is answered twice", r.tool_use_id),
                 );
-            } else if !pending.contains(&r.tool_use_id) {
+            } else if !pending_set.contains(r.tool_use_id.as_str()) {
                 v(
                     at,
                     format!("tool_results[{}]", r.tool_use_id),
@@ -362,7 +366,7 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
             }
         }
         for id in &pending {
-            if !seen.contains(id.as_str()) {
+            if !seen.contains(id) {
                 v(
                     at,
                     "tool_results".into(),
@@ -372,6 +376,7 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
             }
         }
         pending.clear();
+        pending_set.clear();
         expect_user = false;
     }
     out.into_inner()

@@ -377,6 +377,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<T>) -> Self::Future {
+        // the raw body is only kept for the capture: taken out of the request, so a large
+        // body is not held (beside its parsed form) while the request is translated and served
+        let raw = req.extensions_mut().remove::<RawBody>();
         if self.cfg.mode == DebugMode::Off {
             return CaptureFuture {
                 fut: self.inner.call(req),
@@ -394,11 +397,7 @@ where
                     .collect()
             })
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let body = req
-            .extensions()
-            .get::<RawBody>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let body = raw.map(|r| r.0).unwrap_or_default();
         let handle = CaptureHandle {
             data: Arc::new(Mutex::new(Data {
                 request_id,

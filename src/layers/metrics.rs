@@ -77,6 +77,9 @@ pub mod names {
     pub const CREDITS: &str = "kiro_gateway_credits";
     pub const ACCOUNT_UP: &str = "kiro_gateway_account_up";
     pub const ACCOUNT_STATE: &str = "kiro_gateway_account_state";
+    pub const CONNECTIONS_OPEN: &str = "kiro_gateway_connections_open";
+    pub const CONNECTIONS_REFUSED: &str = "kiro_gateway_connections_refused_total";
+    pub const CONNECTIONS_HEAD_TIMEOUT: &str = "kiro_gateway_connections_head_timeout_total";
 }
 
 /// Why an upstream attempt was retried.
@@ -377,6 +380,21 @@ impl Metrics {
             None,
             "Output (completion) tokens of finished answers, by account and model",
         );
+        c(
+            names::CONNECTIONS_REFUSED,
+            None,
+            "Client connections closed as soon as they were accepted, MAX_CONNECTIONS being open",
+        );
+        c(
+            names::CONNECTIONS_HEAD_TIMEOUT,
+            None,
+            "Client connections closed for not completing a request head within HEADER_READ_TIMEOUT of their accept",
+        );
+        r.describe_gauge(
+            names::CONNECTIONS_OPEN.into(),
+            None,
+            "Client connections open now".into(),
+        );
         r.describe_gauge(
             names::STREAMS_IN_FLIGHT.into(),
             None,
@@ -459,6 +477,24 @@ impl Metrics {
                 self.gauge(names::ACCOUNT_STATE, labels).set(v);
             }
         }
+    }
+
+    /// A client connection closed at once: `MAX_CONNECTIONS` were open.
+    pub fn connection_refused(&self) {
+        self.counter(names::CONNECTIONS_REFUSED, Vec::new())
+            .increment(1);
+    }
+
+    /// A client connection closed for not completing a request head in time.
+    pub fn connection_head_timeout(&self) {
+        self.counter(names::CONNECTIONS_HEAD_TIMEOUT, Vec::new())
+            .increment(1);
+    }
+
+    /// Client connections open now.
+    pub fn set_open_connections(&self, n: usize) {
+        self.gauge(names::CONNECTIONS_OPEN, Vec::new())
+            .set(n as f64);
     }
 
     /// The last failed requests, newest first.

@@ -19,7 +19,7 @@ use tower::ServiceBuilder;
 
 pub use auth::{ApiKeyLayer, ClientKey, ClientName};
 pub use capture::{CaptureConfig, DebugCaptureLayer, DebugMode};
-pub use decode::{JsonBodyLayer, RawBody};
+pub use decode::{BodyBudget, BodySize, JsonBodyLayer, RawBody};
 pub use metrics::{Metrics, MetricsLayer, RequestRecord};
 pub use model::{ModelNameLayer, ModelRequest};
 pub use retry::{KiroAuthLayer, RetryConfig, RetryLayer};
@@ -39,6 +39,9 @@ pub struct StackParts {
     pub api_keys: ApiKeyLayer,
     /// Largest request body accepted (`MAX_BODY_BYTES`).
     pub body_limit: usize,
+    /// The bytes all request bodies being processed may hold together
+    /// (`MAX_INFLIGHT_BODY_BYTES`; `None`: no bound).
+    pub body_budget: Option<BodyBudget>,
     pub capture: CaptureConfig,
     pub catalog: Arc<ModelCatalog>,
     pub translate: TranslateConfig,
@@ -60,8 +63,9 @@ pub type ChatService = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 ///    by route, dialect, model, status, account and client key name when its body ends; the
 ///    layers below fill in its [`RequestRecord`];
 /// 1. [`ApiKeyLayer`]: the client's key, checked in constant time before the body is read;
-/// 2. [`JsonBodyLayer`]: the body read once (bounded: 413 past `MAX_BODY_BYTES`) and parsed
-///    into the dialect's request type (bad JSON: 400 in the dialect's shape);
+/// 2. [`JsonBodyLayer`]: the body read once (bounded: 413 past `MAX_BODY_BYTES`; 503 when the
+///    bodies in flight hold `MAX_INFLIGHT_BODY_BYTES`) and parsed into the dialect's request
+///    type (bad JSON: 400 in the dialect's shape);
 /// 3. [`DebugCaptureLayer`]: per-request debug files (`DEBUG_MODE`), off by default;
 /// 4. [`ModelNameLayer`]: the client's model name resolved to a Kiro model id;
 /// 5. [`TranslateLayer`]: dialect request → Kiro request, Kiro events → dialect SSE or JSON;
@@ -107,7 +111,10 @@ where
     let svc = ServiceBuilder::new()
         .option_layer(metrics)
         .layer(parts.api_keys.clone())
-        .layer(JsonBodyLayer::<D::Request>::new(parts.body_limit))
+        .layer(match &parts.body_budget {
+            Some(b) => JsonBodyLayer::<D::Request>::new(parts.body_limit).with_budget(b.clone()),
+            None => JsonBodyLayer::<D::Request>::new(parts.body_limit),
+        })
         .layer(DebugCaptureLayer::new(parts.capture.clone()))
         .layer(ModelNameLayer::new(parts.catalog.clone()))
         .layer(TranslateLayer::<D>::new(parts.translate.clone()))

@@ -250,25 +250,25 @@ pub fn prepare<D: DialectApi>(
     };
     let limit = cfg.max_payload_bytes;
     let too_big = |len: usize| limit > 0 && len > limit;
-    let mut trimmed = 0usize;
-    let (mut kiro_req, sources, bytes) = if cfg.auto_trim_payload {
-        // drop the oldest turns whole until the request fits; the last turn always stays
-        let mut conv = conv;
-        loop {
-            let (req, src) = conversation::to_kiro_traced(conv.clone(), &opts)?;
-            let bytes = serialise(&req)?;
-            if !too_big(bytes.len()) {
-                break (req, src, bytes);
-            }
-            match conversation::drop_oldest_turn(&mut conv) {
-                0 => break (req, src, bytes),
-                n => trimmed += n,
-            }
-        }
-    } else {
+    let floor = conversation::payload_floor(&conv);
+    if too_big(floor) && !cfg.auto_trim_payload {
+        // refused before the translated request is built: no copy of a huge body is made
+        return Err(GatewayError::context_too_long(format!(
+            "the conversation is at least {floor} bytes as a Kiro request, over the {limit}-byte limit Kiro accepts (KIRO_MAX_PAYLOAD_BYTES); shorten or compact it"
+        )));
+    }
+    let build = |conv: Conversation| {
         let (req, src) = conversation::to_kiro_traced(conv, &opts)?;
         let bytes = serialise(&req)?;
-        (req, src, bytes)
+        Ok::<_, GatewayError>((req, src, bytes))
+    };
+    let mut trimmed = 0usize;
+    let (mut kiro_req, sources, bytes) = if cfg.auto_trim_payload && limit > 0 {
+        let (built, dropped) = trim_to_fit(conv, floor, limit, build)?;
+        trimmed = dropped;
+        built
+    } else {
+        build(conv)?
     };
     if trimmed > 0 {
         tracing::info!(
@@ -324,6 +324,79 @@ pub fn prepare<D: DialectApi>(
         without_reasoning,
         trimmed_messages: trimmed,
     })
+}
+
+/// A translated request: the typed body, the client message index of each turn, the bytes.
+type Built = (
+    kiro::types::GenerateAssistantRequest,
+    Vec<Option<usize>>,
+    Vec<u8>,
+);
+
+/// `AUTO_TRIM_PAYLOAD`: the request built from `conv` with the fewest oldest turns dropped
+/// that fits `limit` (or with every turn but the last dropped, when nothing fits), and how
+/// many client messages were dropped.
+///
+/// The turns are found once; the number to drop is looked for by bisection, starting past
+/// the counts whose [`payload_floor`](conversation::payload_floor) alone is over the limit, so
+/// a long conversation is built a logarithmic number of times, never once per turn. A
+/// request that fits as it is is built once.
+fn trim_to_fit(
+    conv: Conversation,
+    floor: usize,
+    limit: usize,
+    build: impl Fn(Conversation) -> Result<Built, GatewayError>,
+) -> Result<(Built, usize), GatewayError> {
+    let starts = conversation::turn_starts(&conv);
+    // dropping the k oldest turns keeps messages[starts[k-1]..]
+    let first_kept = |k: usize| if k == 0 { 0 } else { starts[k - 1] };
+    // floors of what is kept after dropping k turns, for every k, in one pass from the end
+    let mut suffix = vec![0usize; conv.messages.len() + 1];
+    for (i, m) in conv.messages.iter().enumerate().rev() {
+        suffix[i] = suffix[i + 1] + conversation::message_floor(m);
+    }
+    let fixed = floor - suffix[0];
+    let kept = |k: usize| {
+        let mut c = Conversation {
+            system: conv.system.clone(),
+            messages: conv.messages[first_kept(k)..].to_vec(),
+            tools: conv.tools.clone(),
+            tool_choice: conv.tool_choice.clone(),
+            instructions: conv.instructions.clone(),
+        };
+        c.messages.shrink_to_fit();
+        c
+    };
+    // the smallest k whose floor fits (the floors only shrink as k grows)
+    let max = starts.len();
+    let mut lo = (0..=max)
+        .find(|&k| fixed + suffix[first_kept(k)] <= limit)
+        .unwrap_or(max);
+    // most requests fit as they are: one build
+    let first = build(kept(lo))?;
+    if first.2.len() <= limit || lo == max {
+        return Ok((first, first_kept(lo)));
+    }
+    drop(first);
+    lo += 1;
+    let mut hi = max;
+    // invariant: every k < lo is over the limit; `best` is the build for `hi` once known
+    let mut best: Option<Built> = None;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let b = build(kept(mid))?;
+        if b.2.len() > limit {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+            best = Some(b);
+        }
+    }
+    let built = match best {
+        Some(b) => b,
+        None => build(kept(hi))?,
+    };
+    Ok((built, first_kept(hi)))
 }
 
 /// Record every event (and the failure, if any) into the capture as JSON lines.
@@ -452,7 +525,32 @@ where
                 }
                 g
             };
-            let prepared = match prepare::<D>(&body, &resolved, &cfg) {
+            let large = parts
+                .extensions
+                .get::<super::BodySize>()
+                .is_some_and(|b| b.0 >= super::decode::OFFLOAD_BODY_BYTES);
+            let (body, prepared) = if large {
+                // building the Kiro request of a large body takes CPU: on the blocking pool,
+                // so the async workers go on serving every other connection meanwhile
+                let (cfg, resolved) = (cfg.clone(), resolved.clone());
+                let work = tokio::task::spawn_blocking(move || {
+                    let prepared = prepare::<D>(&body, &resolved, &cfg);
+                    (body, prepared)
+                });
+                match work.await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        let e = GatewayError::internal(format!(
+                            "the translation of the request failed: {e}"
+                        ));
+                        return Ok(D::DIALECT.error_response(&e));
+                    }
+                }
+            } else {
+                let prepared = prepare::<D>(&body, &resolved, &cfg);
+                (body, prepared)
+            };
+            let prepared = match prepared {
                 Ok(x) => x,
                 Err(e) => {
                     return Ok(
@@ -548,5 +646,143 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::openai::{ChatCompletionRequest, OpenAiChat};
+    use tower::ServiceExt;
+
+    /// Where the conversion of the last [`Probe`] request ran.
+    static RAN_ON: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
+
+    /// The OpenAI dialect, noting the thread its conversion runs on, then refusing the request
+    /// (so nothing goes upstream).
+    struct Probe;
+
+    impl DialectApi for Probe {
+        type Request = ChatCompletionRequest;
+        type Encoder = <OpenAiChat as DialectApi>::Encoder;
+        type Folder = <OpenAiChat as DialectApi>::Folder;
+        const DIALECT: Dialect = Dialect::OpenAi;
+        const ID_PREFIX: &'static str = "chatcmpl-";
+        const ROUTE: &'static str = "/v1/chat/completions";
+
+        fn model(req: &Self::Request) -> &str {
+            OpenAiChat::model(req)
+        }
+        fn is_stream(req: &Self::Request) -> bool {
+            OpenAiChat::is_stream(req)
+        }
+        fn conversation(_req: &Self::Request) -> Result<Conversation, GatewayError> {
+            *RAN_ON.lock().unwrap() = Some(std::thread::current().id());
+            Err(GatewayError::invalid_request("probe"))
+        }
+        fn reasoning(_req: &Self::Request, _d: ThinkingDefaults) -> Option<ReasoningAsk> {
+            None
+        }
+        fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder {
+            OpenAiChat::encoder(req, meta)
+        }
+        fn folder(req: &Self::Request, meta: ResponseMeta) -> Self::Folder {
+            OpenAiChat::folder(req, meta)
+        }
+    }
+
+    // a current-thread runtime: every task runs on the test's thread, blocking work elsewhere
+    #[tokio::test]
+    async fn large_requests_are_translated_off_the_async_worker() {
+        let worker = std::thread::current().id();
+        let body: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+            "model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}))
+        .unwrap();
+        for (size, off_worker) in [
+            (1000, false),
+            (crate::layers::decode::OFFLOAD_BODY_BYTES, true),
+        ] {
+            let svc = TranslateLayer::<Probe>::new(TranslateConfig::default()).layer(
+                tower::service_fn(|_req: GenerateRequest| async {
+                    Err::<GenerateResponse, _>(kiro::Error::Request("not called".into()))
+                }),
+            );
+            let mut req = Request::new(body.clone());
+            req.extensions_mut().insert(crate::layers::BodySize(size));
+            let resp = svc.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 400);
+            let ran_on = RAN_ON.lock().unwrap().take().unwrap();
+            assert_eq!(ran_on != worker, off_worker, "body of {size} bytes");
+        }
+    }
+
+    #[test]
+    fn a_conversation_far_over_the_payload_limit_is_refused_before_it_is_built() {
+        let body: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+            "model": "claude-sonnet-4-5",
+            "messages": [{"role": "user", "content": "x".repeat(5000)}]}))
+        .unwrap();
+        let cfg = TranslateConfig {
+            max_payload_bytes: 1000,
+            ..Default::default()
+        };
+        let resolved = ResolvedModel::unknown("claude-sonnet-4-5");
+        let Err(e) = prepare::<OpenAiChat>(&body, &resolved, &cfg) else {
+            panic!("accepted")
+        };
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+        // (the floor counts the text and the system prompt; the serialised request is larger)
+        let floor: usize = e
+            .message
+            .strip_prefix("prompt is too long: the conversation is at least ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{}", e.message));
+        assert!((5000..6000).contains(&floor), "{}", e.message);
+    }
+
+    #[test]
+    fn trimming_keeps_the_most_turns_that_fit_in_few_builds() {
+        let mut messages = Vec::new();
+        for i in 0..200 {
+            messages.push(serde_json::json!({"role": "user", "content": format!("question {i} {}", "q".repeat(100))}));
+            messages.push(serde_json::json!({"role": "assistant", "content": format!("answer {i} {}", "a".repeat(100))}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": "last"}));
+        let body: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+            "model": "claude-sonnet-4-5", "messages": messages}))
+        .unwrap();
+        let resolved = ResolvedModel::unknown("claude-sonnet-4-5");
+        let limit = 10_000;
+        let cfg = TranslateConfig {
+            max_payload_bytes: limit,
+            auto_trim_payload: true,
+            ..Default::default()
+        };
+        let p = prepare::<OpenAiChat>(&body, &resolved, &cfg).unwrap();
+        assert!(p.body.len() <= limit);
+        assert!(p.trimmed_messages > 0 && p.trimmed_messages % 2 == 0);
+        // one turn more would not have fitted
+        let mut more: ChatCompletionRequest = body.clone();
+        more.messages.drain(..p.trimmed_messages - 2);
+        let untrimmed = TranslateConfig {
+            max_payload_bytes: 0,
+            ..Default::default()
+        };
+        let bigger = prepare::<OpenAiChat>(&more, &resolved, &untrimmed).unwrap();
+        assert!(bigger.body.len() > limit, "{}", bigger.body.len());
+        let builds = std::cell::Cell::new(0);
+        let conv = OpenAiChat::conversation(&body).unwrap();
+        let floor = conversation::payload_floor(&conv);
+        let (_, dropped) = trim_to_fit(conv, floor, limit, |c| {
+            builds.set(builds.get() + 1);
+            let (req, src) = conversation::to_kiro_traced(c, &BuildOptions::default())?;
+            let bytes = serde_json::to_vec(&req).unwrap();
+            Ok((req, src, bytes))
+        })
+        .unwrap();
+        assert!(dropped > 0);
+        // bisection over 200 turns: about log2(200) builds, never one per turn
+        assert!(builds.get() <= 10, "{} builds", builds.get());
     }
 }
