@@ -216,15 +216,20 @@ def test_anthropic_adaptive_thinking_via_extra_body(ac, mock):
     }
 
 
-@pytest.mark.parametrize("effort,budget", [("low", 1024), ("medium", 4000), ("high", 16000)])
-def test_openai_reasoning_effort_is_sent_natively(oc, mock, effort, budget):
+@pytest.mark.parametrize("effort,sent", [("low", "low"), ("medium", "medium"), ("high", "high"), ("xhigh", "max")])
+def test_openai_reasoning_effort_is_sent_natively(oc, mock, effort, sent):
+    # the schema takes adaptive thinking with output_config.effort: the effort goes as it is
+    # (the nearest level the schema lists), not as a budget derived from it
     mock.reply_text("ok")
     r = oc.chat.completions.create(
         model=NATIVE, reasoning_effort=effort, messages=[{"role": "user", "content": "Think about 2 + 2"}]
     )
     assert r.choices[0].message.content == "ok"
     body = mock.last_chat()
-    assert body.get("additionalModelRequestFields") == {"thinking": {"type": "enabled", "budget_tokens": budget}}, body
+    assert body.get("additionalModelRequestFields") == {
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": sent},
+    }, body
     assert current(body)["modelId"] == NATIVE_KIRO
     assert "thinking_mode" not in json.dumps(body)
 
