@@ -300,6 +300,8 @@ struct Health {
     probing: bool,
     /// Out for a throttle or a quota (an all-down answer is then a 429, else a 503).
     rate_limited: bool,
+    /// Out for a used-up quota (an all-down answer of only such accounts is not worth a retry).
+    quota: bool,
     last_error: Option<(SystemTime, String)>,
 }
 
@@ -313,6 +315,7 @@ impl Default for Health {
             failures: 0,
             probing: false,
             rate_limited: false,
+            quota: false,
             last_error: None,
         }
     }
@@ -569,6 +572,8 @@ impl Drop for Lease {
 struct AllDown {
     retry_after: Option<Duration>,
     rate_limited: bool,
+    /// Every account is out for a used-up quota.
+    quota_exhausted: bool,
     detail: String,
 }
 
@@ -822,6 +827,7 @@ impl AccountPool {
     fn all_down(&self, now: Instant) -> AllDown {
         let mut earliest: Option<Instant> = None;
         let mut rate_limited = true;
+        let mut quota_exhausted = true;
         let mut reasons = Vec::new();
         for a in &self.inner.accounts {
             let h = lock(&a.health);
@@ -831,10 +837,12 @@ impl AccountPool {
                         earliest = Some(earliest.map_or(t, |e| e.min(t)));
                     }
                     rate_limited &= h.rate_limited;
+                    quota_exhausted &= h.quota;
                     reasons.push(format!("{}: {}", a.name, down_reason(&h, now)));
                 }
                 _ => {
                     rate_limited = false;
+                    quota_exhausted = false;
                     reasons.push(format!("{}: failed for this request", a.name));
                 }
             }
@@ -842,6 +850,7 @@ impl AccountPool {
         AllDown {
             retry_after: earliest.map(|t| t.saturating_duration_since(now)),
             rate_limited,
+            quota_exhausted,
             detail: reasons.join("; "),
         }
     }
@@ -907,6 +916,7 @@ impl AccountPool {
         };
         let set = |h: &mut Health, state: AccountState, wait: Option<Duration>, why: String| {
             h.rate_limited = matches!(trip, Trip::Quota | Trip::Throttle(_));
+            h.quota = matches!(trip, Trip::Quota);
             h.state = state;
             h.until = wait.map(|w| now + w);
             h.until_wall = wait.map(|w| wall + w);
@@ -1045,6 +1055,7 @@ impl Service<GenerateRequest> for AccountPool {
                         return Err(Error::NoAccount {
                             retry_after: down.retry_after,
                             rate_limited: down.rate_limited,
+                            quota_exhausted: down.quota_exhausted,
                             detail: down.detail,
                         });
                     }
@@ -1275,9 +1286,11 @@ mod tests {
             Error::NoAccount {
                 retry_after,
                 rate_limited,
+                quota_exhausted,
                 detail,
             } => {
                 assert!(rate_limited);
+                assert!(!quota_exhausted);
                 let r = retry_after.unwrap();
                 assert!(
                     r > Duration::from_secs(25) && r <= Duration::from_secs(30),
@@ -1293,9 +1306,56 @@ mod tests {
         let g = crate::error::GatewayError::from(e);
         assert_eq!(g.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(g.retry_after, Some(30));
+        assert!(g.is_retryable(), "throttles pass: x-should-retry: true");
         assert!(!p.can_serve());
         assert!(p.reset("a"));
         assert!(p.can_serve());
+    }
+
+    /// Every account parked for a used-up quota: a 429 no retry can fix (`x-should-retry:
+    /// false`), unlike an all-throttled pool; one throttled account among them makes it
+    /// worth a retry again.
+    #[tokio::test]
+    async fn all_accounts_out_of_quota_is_a_429_no_retry_fixes() {
+        let c = Arc::new(AtomicU64::new(0));
+        let p = pool(
+            vec![fake("a", c.clone(), quota), fake("b", c.clone(), quota)],
+            Strategy::RoundRobin,
+        );
+        let e = send(&p, None).await.err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::NoAccount {
+                    rate_limited: true,
+                    quota_exhausted: true,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let g = crate::error::GatewayError::from(e);
+        assert_eq!(g.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(g.code.as_deref(), Some("all_accounts_rate_limited"));
+        assert!(!g.is_retryable());
+
+        let p = pool(
+            vec![fake("a", c.clone(), quota), fake("b", c.clone(), throttled)],
+            Strategy::RoundRobin,
+        );
+        let e = send(&p, None).await.err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::NoAccount {
+                    rate_limited: true,
+                    quota_exhausted: false,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(crate::error::GatewayError::from(e).is_retryable());
     }
 
     #[tokio::test]

@@ -274,6 +274,7 @@ impl From<kiro::Error> for GatewayError {
             E::NoAccount {
                 retry_after,
                 rate_limited,
+                quota_exhausted,
                 ..
             } => {
                 let (status, kind, code) = if rate_limited {
@@ -291,6 +292,11 @@ impl From<kiro::Error> for GatewayError {
                 };
                 let mut g = Self::new(status, kind, e.to_string()).with_code(code);
                 g.retry_after = retry_after.map(|d| d.as_millis().div_ceil(1000).max(1) as u64);
+                if quota_exhausted {
+                    // parked until the quota resets (days away): as final as one account's
+                    // used-up quota
+                    g.retry = Some(false);
+                }
                 g
             }
             // a throttle or an overload reported inside the stream is that, not a broken stream

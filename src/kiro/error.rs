@@ -53,6 +53,8 @@ pub enum Error {
         retry_after: Option<Duration>,
         /// Every account is out for a throttle or a used-up quota.
         rate_limited: bool,
+        /// Every account is out for a used-up quota: a retry cannot help before one is back.
+        quota_exhausted: bool,
         detail: String,
     },
 }
