@@ -407,7 +407,11 @@ async fn a_write_back_cut_short_is_recovered_from_its_temp_file_at_start() {
     .await;
     let (s, _, b) = r.chat(openai_body()).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
-    assert_eq!(r.mock.desktop_refreshes(), 0, "the recovered token was used");
+    assert_eq!(
+        r.mock.desktop_refreshes(),
+        0,
+        "the recovered token was used"
+    );
     let on_disk = read_json(&path);
     assert_eq!(on_disk["refreshToken"], "rotated-1");
     assert_eq!(on_disk["accessToken"], "access-1");
@@ -474,8 +478,12 @@ fn spawn_binary(dir: &Path, creds: &Path, mock: &MockKiro, uid: Option<u32>) -> 
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // killed on drop, also when it does not start
+    let mut gw = Binary {
+        child: cmd.spawn().unwrap(),
+        url: String::new(),
+    };
+    let stdout = gw.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     // reads the child's stdout until it closes (the child exits)
     std::thread::spawn(move || {
@@ -485,10 +493,10 @@ fn spawn_binary(dir: &Path, creds: &Path, mock: &MockKiro, uid: Option<u32>) -> 
             }
         }
     });
-    let url = rx
+    gw.url = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the gateway did not start");
-    Binary { child, url }
+    gw
 }
 
 #[cfg(unix)]
@@ -511,7 +519,7 @@ async fn chat_binary(b: &Binary) -> (StatusCode, String) {
 }
 
 #[cfg(unix)]
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_folder_gets_the_rotated_token_written_in_place_and_it_survives_a_restart() {
     use std::os::unix::fs::PermissionsExt;
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
