@@ -349,3 +349,223 @@ async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only(
     assert_eq!(on_disk["access_token"], "mock-access-2");
     assert_eq!(on_disk["region"], "us-east-1");
 }
+
+// ---------------------------------------------------------------------------------------------
+// item 9: a write-back cut short by kill -9
+
+/// What a write-back killed between writing its temp file and renaming it leaves behind: the
+/// file with a refresh token the service has rotated away, the new one in the temp file.
+#[tokio::test]
+async fn a_write_back_cut_short_is_recovered_from_its_temp_file_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiro-auth-token.json");
+    write_json(
+        &path,
+        &json!({"accessToken": "old", "refreshToken": "spent-0",
+                "expiresAt": "2020-01-01T00:00:00.000Z", "provider": "Github"}),
+    );
+    let set_mtime = |p: &Path, t: SystemTime| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    let file_time = SystemTime::now() - Duration::from_secs(60);
+    set_mtime(&path, file_time);
+    // a stale leftover from long ago, a half-written one, and the complete new one
+    let stale = dir.path().join(".kiro-auth-token.json.tmp-0001");
+    std::fs::write(
+        &stale,
+        json!({"accessToken": "older", "refreshToken": "ancient"}).to_string(),
+    )
+    .unwrap();
+    set_mtime(&stale, file_time - Duration::from_secs(3600));
+    let partial = dir.path().join(".kiro-auth-token.json.tmp-0002");
+    std::fs::write(&partial, "{\n  \"accessToken\": \"rotated-acc").unwrap();
+    let orphan = dir.path().join(".kiro-auth-token.json.tmp-0003");
+    std::fs::write(
+        &orphan,
+        serde_json::to_string_pretty(&json!({"accessToken": "access-1",
+            "refreshToken": "rotated-1", "expiresAt": in_secs(3600), "provider": "Github"}))
+        .unwrap(),
+    )
+    .unwrap();
+    // the service accepts only what the interrupted refresh got
+    let mock_cfg = MockConfig {
+        initial_refresh_token: "rotated-1".into(),
+        initial_access_token: Some("access-1".into()),
+        ..Default::default()
+    };
+    let file = path.clone();
+    let r = start_with(mock_cfg, move |c: &mut Config| {
+        c.refresh_token = None;
+        c.kiro_creds_file = Some(file);
+        c.fake_reasoning = false;
+    })
+    .await;
+    let (s, _, b) = r.chat(openai_body()).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        r.mock.desktop_refreshes(),
+        0,
+        "the recovered token was used"
+    );
+    let on_disk = read_json(&path);
+    assert_eq!(on_disk["refreshToken"], "rotated-1");
+    assert_eq!(on_disk["accessToken"], "access-1");
+    assert_eq!(on_disk["provider"], "Github");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["kiro-auth-token.json", "kiro-auth-token.json.lock"],
+        "no temp file is left"
+    );
+    // and the recovered refresh token refreshes
+    r.mock.revoke_access_tokens();
+    let (s, _, _) = r.chat(openai_body()).await;
+    assert_eq!(s, 200);
+    assert_eq!(r.mock.desktop_refreshes(), 1);
+    assert_eq!(read_json(&path)["refreshToken"], "mock-refresh-1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// item 10: a read-only credentials folder (the file itself writable)
+
+/// The real binary, as user `nobody` when the tests run as root (root writes anywhere, so a
+/// read-only folder would test nothing).
+#[cfg(unix)]
+struct Binary {
+    child: std::process::Child,
+    url: String,
+}
+
+#[cfg(unix)]
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+fn spawn_binary(dir: &Path, creds: &Path, mock: &MockKiro, uid: Option<u32>) -> Binary {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiro-gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .current_dir(dir)
+        .env("KIRO_CREDS_FILE", creds)
+        .env("KIRO_API_URL", mock.url())
+        .env("KIRO_MANAGEMENT_URL", mock.url())
+        .env("KIRO_DESKTOP_AUTH_URL", mock.url())
+        .env("KIRO_OIDC_URL", mock.url())
+        .env("PROXY_API_KEY", "test-key")
+        .env("SERVER_PORT", "0")
+        .env("FAKE_REASONING", "false")
+        .env("LOG_LEVEL", "warning")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    // killed on drop, also when it does not start
+    let mut gw = Binary {
+        child: cmd.spawn().unwrap(),
+        url: String::new(),
+    };
+    let stdout = gw.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // reads the child's stdout until it closes (the child exits)
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("kiro-gateway listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    gw.url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the gateway did not start");
+    gw
+}
+
+#[cfg(unix)]
+async fn chat_binary(b: &Binary) -> (StatusCode, String) {
+    use http_body_util::BodyExt;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::post(format!("{}/v1/chat/completions", b.url))
+        .header("authorization", "Bearer test-key")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            openai_body().to_string(),
+        )))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_folder_gets_the_rotated_token_written_in_place_and_it_survives_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockKiro::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let folder = dir.path().join("sso-cache");
+    std::fs::create_dir(&folder).unwrap();
+    let creds = folder.join("kiro-auth-token.json");
+    write_json(
+        &creds,
+        &json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z",
+                "provider": "Github"}),
+    );
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // who runs the tests: the owner of a file just created
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&creds).unwrap()) == 0;
+    let uid = root.then_some(65534); // nobody
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(&creds, Some(uid), Some(uid)).unwrap();
+    }
+    // the folder: nobody (or we) may read it and write the file, but not create files in it
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).unwrap();
+    {
+        let gw = spawn_binary(dir.path(), &creds, &mock, uid);
+        let (s, body) = chat_binary(&gw).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    assert_eq!(mock.desktop_refreshes(), 1);
+    let on_disk = read_json(&creds);
+    assert_eq!(on_disk["refreshToken"], "mock-refresh-1", "{on_disk}");
+    assert_eq!(on_disk["accessToken"], "mock-access-1");
+    assert_eq!(on_disk["provider"], "Github");
+    let names: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["kiro-auth-token.json"], "nothing else was created");
+    // a restart finds the rotated token: no refresh, and the next refresh is not refused
+    let gw = spawn_binary(dir.path(), &creds, &mock, uid);
+    let (s, body) = chat_binary(&gw).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(mock.desktop_refreshes(), 1);
+    mock.revoke_access_tokens();
+    let (s, body) = chat_binary(&gw).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(mock.desktop_refreshes(), 2);
+    assert_eq!(read_json(&creds)["refreshToken"], "mock-refresh-2");
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -15,6 +15,11 @@
 //! it the gateways rely on re-reading before every refresh and after a refused one, and a
 //! refusal is then possible whenever both refresh within one round trip of each other.
 //!
+//! On every third of its rotations the service revokes every access token issued so far, the
+//! one the IDE has just written included (as a second rotation elsewhere would): the gateways'
+//! next calls get 403, they adopt the file's token, are refused again, and must then refresh
+//! for real within the same client request (issue 17 item 7).
+//!
 //! Passes when no client request failed, the IDE never had a refresh refused, and the refresh
 //! token left on disk is the one the mock accepts (no refresh-token loss).
 
@@ -40,6 +45,8 @@ const CLIENTS_PER_GATEWAY: usize = 4;
 /// The IDE refreshes this often; tokens live 4 s and are due after 2 s, so the gateways
 /// refresh in between (and adopt the IDE's tokens when it was first).
 const IDE_EVERY: Duration = Duration::from_millis(2500);
+/// Every this many IDE rotations, the service revokes every access token issued so far.
+const REVOKE_EVERY: u64 = 3;
 
 struct Gateway {
     child: Child,
@@ -173,12 +180,14 @@ async fn two_gateways_and_an_ide_share_one_credentials_file() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let mock = MockKiro::start(MockConfig {
-        expires_in: 4,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mock = Arc::new(
+        MockKiro::start(MockConfig {
+            expires_in: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let creds: PathBuf = dir.path().join("kiro-auth-token.json");
     std::fs::write(
@@ -230,19 +239,28 @@ async fn two_gateways_and_an_ide_share_one_credentials_file() {
         }
     }
     let (ide_ok, ide_refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let revocations = Arc::new(AtomicU64::new(0));
     let ide = {
-        let (url, creds, stop, ide_ok, ide_refused) = (
-            mock.url(),
+        let (mock, creds, stop, ide_ok, ide_refused, revocations) = (
+            mock.clone(),
             creds.clone(),
             stop.clone(),
             ide_ok.clone(),
             ide_refused.clone(),
+            revocations.clone(),
         );
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(IDE_EVERY).await;
-                match ide_refresh(&url, &creds).await {
-                    Ok(()) => ide_ok.fetch_add(1, Ordering::Relaxed),
+                match ide_refresh(&mock.url(), &creds).await {
+                    Ok(()) => {
+                        let n = ide_ok.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_multiple_of(REVOKE_EVERY) {
+                            mock.revoke_access_tokens();
+                            revocations.fetch_add(1, Ordering::Relaxed);
+                        }
+                        n
+                    }
                     Err(e) => {
                         eprintln!("IDE: {e}");
                         ide_refused.fetch_add(1, Ordering::Relaxed)
@@ -264,12 +282,13 @@ async fn two_gateways_and_an_ide_share_one_credentials_file() {
     let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!(
-        "soak {secs}s: {} requests, {ok} ok, {failed} failed; refreshes: gateway A {}, gateway B {}, IDE {} ({} refused), mock total {}",
+        "soak {secs}s: {} requests, {ok} ok, {failed} failed; refreshes: gateway A {}, gateway B {}, IDE {} ({} refused, {} with every access token revoked), mock total {}",
         ok + failed,
         per_process[0],
         per_process[1],
         ide_ok.load(Ordering::Relaxed),
         ide_refused.load(Ordering::Relaxed),
+        revocations.load(Ordering::Relaxed),
         mock.desktop_refreshes(),
     );
     assert_eq!(failed, 0, "failed client requests");
@@ -285,6 +304,10 @@ async fn two_gateways_and_an_ide_share_one_credentials_file() {
     );
     assert_eq!(on_disk["provider"], "Github", "unknown fields survived");
     assert!(ok > 0);
+    assert!(
+        revocations.load(Ordering::Relaxed) > 0,
+        "the run was too short for a revocation"
+    );
     // every refresh went through the mock exactly once: none was refused
     assert_eq!(
         per_process.iter().sum::<u64>() + ide_ok.load(Ordering::Relaxed),

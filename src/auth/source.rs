@@ -272,6 +272,7 @@ pub fn load(settings: &CredentialSettings) -> Result<(Credentials, CredentialSou
         }
     } else if let Some(file) = &settings.creds_file {
         let path = expand_tilde(file);
+        recover_interrupted_write(&path);
         load_json(&path, &mut creds)?;
         CredentialSource::JsonFile { path }
     } else if creds.refresh_token.is_some() {
@@ -557,7 +558,103 @@ fn persist_json(path: &Path, rot: &Rotation) -> Result<(), AuthError> {
         map.insert("profileArn".into(), Value::String(arn.clone()));
     }
     let text = serde_json::to_string_pretty(&map).map_err(|e| persist_err(&source, e))?;
-    write_atomic(path, text.as_bytes()).map_err(|e| persist_err(&source, e))
+    match write_atomic(path, text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // the folder is read-only but the file may not be: a rotated refresh token kept
+            // in memory only is lost on restart, so rather overwrite the file in place
+            tracing::warn!(
+                file = %path.display(),
+                error = %e,
+                "cannot create a temp file beside the credentials file (the folder is not writable); rewriting the file in place instead, which a crash during the write can leave damaged. Make the folder writable for crash-safe write-back"
+            );
+            write_in_place(path, text.as_bytes()).map_err(|e| persist_err(&source, e))
+        }
+        other => other.map_err(|e| persist_err(&source, e)),
+    }
+}
+
+/// Overwrite `path` (which must exist) with `data`, then fsync: for a folder the gateway may
+/// not create files in.
+fn write_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// The name prefix of [`write_atomic`]'s temp files for `path`: `.<file name>.tmp-`.
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "credentials".into());
+    format!(".{name}.tmp-")
+}
+
+/// At start: a write-back cut short (the process killed between writing its temp file and
+/// renaming it) leaves the credentials file with a refresh token the service has already
+/// rotated away, and the new one in the orphaned temp file. The newest leftover temp file
+/// that is newer than the credentials file and holds a complete JSON object with a refresh
+/// token replaces the file (by a rename, as the write-back would have); the other leftovers
+/// are removed. Done only under the credentials lock, and skipped when another process
+/// holds it (its temp file may be a write in progress).
+pub fn recover_interrupted_write(path: &Path) {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return;
+    };
+    let prefix = temp_prefix(path);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let leftovers: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    if leftovers.is_empty() {
+        return;
+    }
+    let Ok(lock) = super::lock::open_lock_file(path) else {
+        tracing::warn!(file = %path.display(), "leftover temp files of an interrupted write-back, but the lock file cannot be opened; leaving them");
+        return;
+    };
+    if lock.try_lock().is_err() {
+        // another gateway is writing back right now: its temp file is its own
+        return;
+    }
+    let file_time = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let complete = |p: &Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Map<String, Value>>(&t).ok())
+            .is_some_and(|m| str_field(&m, "refreshToken").is_some())
+    };
+    let newest = leftovers
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .filter(|(t, _)| file_time.is_none_or(|f| *t > f))
+        .filter(|(_, p)| complete(p))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p.clone());
+    if let Some(tmp) = &newest {
+        match std::fs::rename(tmp, path) {
+            Ok(()) => tracing::warn!(
+                file = %path.display(),
+                "recovered the credentials from a write-back that was interrupted (the gateway was stopped while saving a rotated token)"
+            ),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "could not recover the credentials from an interrupted write-back")
+            }
+        }
+    }
+    for p in leftovers.iter().filter(|p| Some(*p) != newest.as_ref()) {
+        if std::fs::remove_file(p).is_ok() {
+            tracing::info!(file = %p.display(), "removed a stale temp file of an interrupted write-back");
+        }
+    }
+    drop(lock);
 }
 
 /// Write `data` to `path` through a temp file in the same folder, fsync, then rename; the
@@ -567,11 +664,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "credentials".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(format!(
+        "{}{}",
+        temp_prefix(path),
+        uuid::Uuid::new_v4().simple()
+    ));
     let result = (|| {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
