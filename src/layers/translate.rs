@@ -761,7 +761,7 @@ mod tests {
         };
         let p = prepare::<OpenAiChat>(&body, &resolved, &cfg).unwrap();
         assert!(p.body.len() <= limit);
-        assert!(p.trimmed_messages > 0 && p.trimmed_messages % 2 == 0);
+        assert!(p.trimmed_messages > 0 && p.trimmed_messages.is_multiple_of(2));
         // one turn more would not have fitted
         let mut more: ChatCompletionRequest = body.clone();
         more.messages.drain(..p.trimmed_messages - 2);
