@@ -325,9 +325,13 @@ fn is_capture_folder_name(name: &str) -> bool {
     let b = name.as_bytes();
     let digits =
         |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
-    if !(digits(0..8) && b.get(8) == Some(&b'T') && digits(9..15) && b.get(15) == Some(&b'.'))
-        || !(digits(16..19) && b.get(19) == Some(&b'_'))
-    {
+    let stamp = digits(0..8)
+        && b.get(8) == Some(&b'T')
+        && digits(9..15)
+        && b.get(15) == Some(&b'.')
+        && digits(16..19)
+        && b.get(19) == Some(&b'_');
+    if !stamp {
         return false;
     }
     let Some((seq, id)) = name[20..].split_once('_') else {
