@@ -132,10 +132,15 @@ fn large_bodies_are_bounded_and_memory_goes_back_after_a_burst() {
     let _ = child.wait();
     assert_eq!(too_long + refused, 48, "{statuses:?}");
     assert!(refused > 0, "the burst never hit MAX_INFLIGHT_BODY_BYTES");
-    // 256 MiB of bodies in flight at most, a few times that held at the worst moment (568 MiB
-    // measured; 1634 MiB before MAX_INFLIGHT_BODY_BYTES). What stays resident when idle after
-    // the burst (543 MiB measured, 1563 before) is glibc keeping freed memory in its arenas:
-    // not bounded here yet, only printed.
+    // 256 MiB of bodies in flight at most, a few times that held at the worst moment (1634 MiB
+    // before MAX_INFLIGHT_BODY_BYTES, 568 MiB with it and glibc's default mmap threshold).
     assert!(peak < 1024 * MIB / 1024, "peak {} MiB", peak / 1024);
-    assert!(idle <= peak);
+    // and given back afterwards: with glibc's dynamic mmap threshold the freed bodies stayed
+    // in its heaps (572 MiB resident when idle); main.rs fixes the threshold (about 10 MiB)
+    assert!(
+        idle < start + 32 * MIB / 1024,
+        "idle after the burst {} MiB, at start {} MiB",
+        idle / 1024,
+        start / 1024
+    );
 }
