@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kiro_gateway::config::Config;
+use kiro_gateway::config::{Config, ValidConfig};
 use kiro_gateway::mock::{MockConfig, MockKiro};
 use kiro_gateway::server::{serve, Gateway};
 use tokio_util::sync::CancellationToken;
@@ -136,19 +136,24 @@ fn init_logs(filter: &str, json: bool) {
     }
 }
 
-async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
-    // the demo: an in-process mock upstream on loopback, with its own credentials
-    let mut _mock = None;
-    if args.demo {
+/// What the server and `codex-catalog` both start from: with `--demo` an in-process mock
+/// upstream on loopback with its own credentials (the caller keeps it alive), then the checked
+/// configuration, logging, and the gateway built from it.
+async fn prepare(
+    demo: bool,
+    mut cfg: Config,
+) -> Result<(Option<MockKiro>, ValidConfig, Gateway), Box<dyn std::error::Error>> {
+    let mut mock = None;
+    if demo {
         // the demo's refresh token lives in memory only; a mock that rotated it would make the
         // gateway warn that the new one is lost on restart, which means nothing here
-        let mock = MockKiro::start(MockConfig {
+        let m = MockKiro::start(MockConfig {
             rotate_refresh_tokens: false,
             ..MockConfig::default()
         })
         .await?;
-        cfg.use_mock(&mock);
-        _mock = Some(mock);
+        cfg.use_mock(&m);
+        mock = Some(m);
     }
     let valid = cfg.validate()?;
     init_logs(valid.log_filter, valid.json_logs);
@@ -156,6 +161,11 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Box<dyn std::error::Erro
         return Err(kiro_gateway::auth::source::HOW_TO_PROVIDE.into());
     }
     let gateway = Gateway::from_config(&valid)?;
+    Ok((mock, valid, gateway))
+}
+
+async fn run(args: Args, cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let (_mock, valid, gateway) = prepare(args.demo, cfg).await?;
     let loaded = match tokio::time::timeout(
         std::time::Duration::from_secs(30),
         gateway.refresh_models(),
@@ -293,19 +303,8 @@ fn check_aliases(gateway: &Gateway, upstream_loaded: bool) -> Result<(), String>
 
 /// `codex-catalog`: the model list of the configured accounts, fetched as the server does at
 /// startup, printed as a Codex model catalogue on stdout.
-async fn codex_catalog(demo: bool, mut cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let mut _mock = None;
-    if demo {
-        let mock = MockKiro::start(MockConfig::default()).await?;
-        cfg.use_mock(&mock);
-        _mock = Some(mock);
-    }
-    let valid = cfg.validate()?;
-    init_logs(valid.log_filter, valid.json_logs);
-    if !valid.has_credentials() {
-        return Err(kiro_gateway::auth::source::HOW_TO_PROVIDE.into());
-    }
-    let gateway = Gateway::from_config(&valid)?;
+async fn codex_catalog(demo: bool, cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let (_mock, _, gateway) = prepare(demo, cfg).await?;
     match tokio::time::timeout(std::time::Duration::from_secs(30), gateway.refresh_models()).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(format!("could not list the models: {e}").into()),

@@ -474,29 +474,7 @@ impl TokenManager {
     ///
     /// An API key cannot be refreshed: the answer is [`AuthError::ApiKeyRefused`].
     pub async fn force_refresh(&self, failed: &AccessToken) -> Result<AccessToken, AuthError> {
-        if self.inner.kind == AuthKind::ApiKey {
-            return Err(Self::api_key_refused(
-                403,
-                "the service refused the key as a bearer",
-            ));
-        }
-        let _guard = self.inner.refresh_lock.lock().await;
-        {
-            let s = self.lock_state();
-            if s.generation != failed.generation {
-                if let Some(access) = s.access.clone() {
-                    return Ok(AccessToken {
-                        token: access,
-                        generation: s.generation,
-                        origin: s.origin,
-                    });
-                }
-            }
-        }
-        // The token the service refused must not be adopted again from the source.
-        let result = self.refresh_locked(Some(&failed.token), true).await;
-        self.note_refused(failed, &result);
-        result
+        self.replace_refused(failed, true).await
     }
 
     /// After a failed refresh for a token the service refused: that token, if it is still
@@ -521,6 +499,18 @@ impl TokenManager {
         &self,
         failed: &AccessToken,
     ) -> Result<AccessToken, AuthError> {
+        self.replace_refused(failed, false).await
+    }
+
+    /// A new token for `failed`, which the service refused (never that token again), under
+    /// the refresh lock. A token another task got meanwhile is returned instead: any newer one
+    /// when `adopt`, only one from a real refresh otherwise. `adopt` also lets the refresh take
+    /// an access token found in the source instead of refreshing.
+    async fn replace_refused(
+        &self,
+        failed: &AccessToken,
+        adopt: bool,
+    ) -> Result<AccessToken, AuthError> {
         if self.inner.kind == AuthKind::ApiKey {
             return Err(Self::api_key_refused(
                 403,
@@ -530,7 +520,9 @@ impl TokenManager {
         let _guard = self.inner.refresh_lock.lock().await;
         {
             let s = self.lock_state();
-            if s.generation != failed.generation && s.origin == TokenOrigin::Refreshed {
+            let newer =
+                s.generation != failed.generation && (adopt || s.origin == TokenOrigin::Refreshed);
+            if newer {
                 if let Some(access) = s.access.clone() {
                     return Ok(AccessToken {
                         token: access,
@@ -540,7 +532,7 @@ impl TokenManager {
                 }
             }
         }
-        let result = self.refresh_locked(Some(&failed.token), false).await;
+        let result = self.refresh_locked(Some(&failed.token), adopt).await;
         self.note_refused(failed, &result);
         result
     }
