@@ -455,26 +455,8 @@ impl Drop for Binary {
 
 #[cfg(unix)]
 fn spawn_binary(dir: &Path, creds: &Path, mock: &MockKiro, uid: Option<u32>) -> Binary {
-    use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiro-gateway"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .current_dir(dir)
-        .env("KIRO_CREDS_FILE", creds)
-        .env("KIRO_API_URL", mock.url())
-        .env("KIRO_MANAGEMENT_URL", mock.url())
-        .env("KIRO_DESKTOP_AUTH_URL", mock.url())
-        .env("KIRO_OIDC_URL", mock.url())
-        .env("PROXY_API_KEY", "test-key")
-        .env("SERVER_PORT", "0")
-        .env("FAKE_REASONING", "false")
-        .env("LOG_LEVEL", "warning")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let mut cmd = common::binary_on_creds_file(dir, creds, mock, "test-key");
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
@@ -483,19 +465,7 @@ fn spawn_binary(dir: &Path, creds: &Path, mock: &MockKiro, uid: Option<u32>) -> 
         child: cmd.spawn().unwrap(),
         url: String::new(),
     };
-    let stdout = gw.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // reads the child's stdout until it closes (the child exits)
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("kiro-gateway listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    gw.url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the gateway did not start");
+    gw.url = common::listening_url(&mut gw.child);
     gw
 }
 

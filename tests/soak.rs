@@ -27,9 +27,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -61,38 +60,10 @@ impl Drop for Gateway {
 }
 
 fn spawn_gateway(dir: &Path, creds: &Path, mock: &MockKiro) -> Gateway {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiro-gateway"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .current_dir(dir)
-        .env("KIRO_CREDS_FILE", creds)
-        .env("KIRO_API_URL", mock.url())
-        .env("KIRO_MANAGEMENT_URL", mock.url())
-        .env("KIRO_DESKTOP_AUTH_URL", mock.url())
-        .env("KIRO_OIDC_URL", mock.url())
-        .env("PROXY_API_KEY", "soak-key")
-        .env("SERVER_PORT", "0")
-        .env("FAKE_REASONING", "false")
-        .env("LOG_LEVEL", "warning")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+    let mut child = common::binary_on_creds_file(dir, creds, mock, "soak-key")
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // reads the child's stdout until it closes (the child exits)
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("kiro-gateway listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the gateway did not start");
+    let url = common::listening_url(&mut child);
     Gateway { child, url }
 }
 

@@ -265,3 +265,50 @@ pub fn cli_token(path: &std::path::Path) -> Value {
         .unwrap();
     serde_json::from_str(&text).unwrap()
 }
+
+/// The gateway binary on a Kiro IDE credentials file `creds` and `mock`, run in `dir` with a
+/// clean environment: only these settings, `key` as its client key, a free port, stdout
+/// piped for [`listening_url`].
+pub fn binary_on_creds_file(
+    dir: &std::path::Path,
+    creds: &std::path::Path,
+    mock: &MockKiro,
+    key: &str,
+) -> std::process::Command {
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiro-gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .current_dir(dir)
+        .env("KIRO_CREDS_FILE", creds)
+        .env("KIRO_API_URL", mock.url())
+        .env("KIRO_MANAGEMENT_URL", mock.url())
+        .env("KIRO_DESKTOP_AUTH_URL", mock.url())
+        .env("KIRO_OIDC_URL", mock.url())
+        .env("PROXY_API_KEY", key)
+        .env("SERVER_PORT", "0")
+        .env("FAKE_REASONING", "false")
+        .env("LOG_LEVEL", "warning")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// The URL a gateway started from [`binary_on_creds_file`] prints when it listens (30 s at
+/// most); its stdout is read on a thread until it closes.
+pub fn listening_url(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("kiro-gateway listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the gateway did not start")
+}
