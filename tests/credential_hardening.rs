@@ -11,28 +11,13 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{start_with, Running};
+use common::{in_secs, read_json, start_with, write_json, Running};
 use http::StatusCode;
-use kiro_gateway::auth::source::format_expiry;
 use kiro_gateway::config::Config;
 use kiro_gateway::mock::{MockConfig, MockKiro};
 use serde_json::{json, Value};
 
 const REFUSED: &str = kiro_gateway::error::KIRO_CREDENTIALS_REFUSED;
-
-fn in_secs(s: u64) -> String {
-    format_expiry(SystemTime::now() + Duration::from_secs(s))
-}
-
-fn write_json(path: &Path, v: &Value) {
-    let tmp = path.with_extension("ide-tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(v).unwrap()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// A refresh through the mock's desktop endpoint, as the Kiro IDE does it: (access, refresh).
 async fn ide_refresh(mock: &MockKiro, refresh: &str) -> (String, String) {

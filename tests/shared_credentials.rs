@@ -10,32 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{cli_token, make_cli_db, manager};
+use common::{cli_token, in_secs, make_cli_db, manager, read_json, write_json};
 use kiro_gateway::auth::lock::{lock_path, open_lock_file};
-use kiro_gateway::auth::source::format_expiry;
 use kiro_gateway::auth::{CredentialSettings, SourceLock, TokenConfig, TokenManager};
 use kiro_gateway::mock::{MockConfig, MockKiro};
 use serde_json::{json, Value};
-
-fn in_secs(s: i64) -> String {
-    let t = if s >= 0 {
-        SystemTime::now() + Duration::from_secs(s as u64)
-    } else {
-        SystemTime::now() - Duration::from_secs((-s) as u64)
-    };
-    format_expiry(t)
-}
-
-fn write_json(path: &Path, v: &Value) {
-    // atomically, as the IDE would: readers never see half a file
-    let tmp = path.with_extension("ide-tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(v).unwrap()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn json_manager(mock: &MockKiro, path: &Path) -> TokenManager {
     manager(

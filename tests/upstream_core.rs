@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
 use futures_util::StreamExt;
-use kiro_gateway::auth::source::{format_expiry, SQLITE_TOKEN_KEYS};
+use kiro_gateway::auth::source::SQLITE_TOKEN_KEYS;
 use kiro_gateway::auth::{AuthError, AuthKind, CredentialSettings, TokenConfig};
 use kiro_gateway::kiro::client::collect_events;
 use kiro_gateway::kiro::eventstream::{Decoder, Frame, Header, HeaderValue};
@@ -441,15 +441,6 @@ fn write_creds(dir: &std::path::Path, v: Value) -> std::path::PathBuf {
     let p = dir.join("kiro-auth-token.json");
     std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     p
-}
-
-fn in_secs(s: i64) -> String {
-    let t = if s >= 0 {
-        SystemTime::now() + Duration::from_secs(s as u64)
-    } else {
-        SystemTime::now() - Duration::from_secs((-s) as u64)
-    };
-    format_expiry(t)
 }
 
 #[tokio::test]

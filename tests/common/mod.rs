@@ -312,3 +312,25 @@ pub fn listening_url(child: &mut std::process::Child) -> String {
     rx.recv_timeout(std::time::Duration::from_secs(30))
         .expect("the gateway did not start")
 }
+
+/// An expiry `s` seconds from now (negative: in the past), in the credential files' format.
+pub fn in_secs(s: i64) -> String {
+    use std::time::{Duration, SystemTime};
+    let t = if s >= 0 {
+        SystemTime::now() + Duration::from_secs(s as u64)
+    } else {
+        SystemTime::now() - Duration::from_secs(s.unsigned_abs())
+    };
+    kiro_gateway::auth::source::format_expiry(t)
+}
+
+/// Write a JSON credentials file atomically, as the IDE would: readers never see half a file.
+pub fn write_json(path: &std::path::Path, v: &Value) {
+    let tmp = path.with_extension("ide-tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(v).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+pub fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
