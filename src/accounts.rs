@@ -59,7 +59,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::auth::{AuthError, TokenManager};
+use crate::auth::TokenManager;
 use crate::kiro::{self, Error, Event, GenerateRequest, GenerateResponse, KiroClient};
 use crate::layers::capture::CaptureHandle;
 use crate::layers::metrics::{RequestRecord, RetryCause};
@@ -526,27 +526,18 @@ enum Trip {
     None,
 }
 
+/// What a failure holds against the account, from the one classifier of upstream failures.
 fn classify(e: &Error) -> Trip {
-    match e {
-        Error::Status(s) if s.is_quota_exhausted() => Trip::Quota,
-        Error::Status(s) if s.is_suspended() => Trip::Suspended,
-        Error::Status(s) if s.status == http::StatusCode::TOO_MANY_REQUESTS => {
-            Trip::Throttle(s.retry_after)
+    use crate::kiro::Failure;
+    match e.failure() {
+        Failure::Quota => Trip::Quota,
+        Failure::Suspended => Trip::Suspended,
+        Failure::Throttle(hint) => Trip::Throttle(hint),
+        Failure::Credentials => Trip::Refresh,
+        Failure::Unavailable | Failure::Timeout | Failure::Transient => Trip::Failure,
+        Failure::InvalidToken | Failure::Broken | Failure::NoAccount | Failure::Client => {
+            Trip::None
         }
-        Error::Status(s) if s.status.is_server_error() => Trip::Failure,
-        Error::Auth(a) => match a {
-            AuthError::Transient { .. } => Trip::Failure,
-            AuthError::Persist { .. } => Trip::None,
-            _ => Trip::Refresh,
-        },
-        Error::Connect { .. } | Error::FirstByteTimeout(_) => Trip::Failure,
-        _ => match e.stream_exception() {
-            Some(x) if x.is_throttling() => {
-                Trip::Throttle(x.retry_after_ms.map(Duration::from_millis))
-            }
-            Some(x) if x.is_unavailable() => Trip::Failure,
-            _ => Trip::None,
-        },
     }
 }
 
@@ -1304,8 +1295,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let g = crate::error::GatewayError::from(e);
-        assert_eq!(g.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(g.retry_after, Some(30));
+        assert_eq!(g.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(g.retry_after(), Some(30));
         assert!(g.is_retryable(), "throttles pass: x-should-retry: true");
         assert!(!p.can_serve());
         assert!(p.reset("a"));
@@ -1334,8 +1325,8 @@ mod tests {
         let e = send(&p, None).await.err().unwrap();
         assert_eq!(why(&e), (true, true));
         let g = crate::error::GatewayError::from(e);
-        assert_eq!(g.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(g.code.as_deref(), Some("all_accounts_rate_limited"));
+        assert_eq!(g.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(g.code().as_deref(), Some("all_accounts_rate_limited"));
         assert!(!g.is_retryable());
 
         let p = pool(

@@ -1,40 +1,93 @@
-//! `GatewayError`: the only error type a client ever sees, rendered by its dialect.
+//! `GatewayError`: the only error type a client ever sees, rendered by its dialect (see
+//! [`crate::dialect`]). A leaf module: the conversions from the upstream's errors live with
+//! them ([`crate::kiro::error`]).
 
 use http::StatusCode;
 
-use crate::auth::AuthError;
-use crate::kiro;
-
-/// The class of an error, independent of dialect.
+/// The class of an error, independent of dialect. It decides the HTTP status (see
+/// [`ErrorKind::status`]) and the error `type` each dialect reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// 400: the request is malformed or asks for something the gateway cannot do.
     InvalidRequest,
+    /// 401: the client's API key is missing or wrong.
     Authentication,
+    /// 403: the key is fine but the action is not allowed (or the Kiro account is barred).
     Permission,
+    /// 404: no such route, model or stored response.
     NotFound,
+    /// 405: the route exists, not with this method.
+    MethodNotAllowed,
+    /// 413: the body is over `MAX_BODY_BYTES`.
     RequestTooLarge,
+    /// 426: the route is served over another protocol (a WebSocket upgrade, say).
+    UpgradeRequired,
+    /// 429: throttled, or a used-up quota.
     RateLimit,
-    Overloaded,
-    Upstream,
-    Timeout,
+    /// 500: the gateway's own failure.
     Internal,
+    /// 502: the Kiro service failed or answered something unusable.
+    Upstream,
+    /// 503: no capacity now (every account cooling, too many bodies in flight).
+    Overloaded,
+    /// 503: the gateway cannot serve until its operator acts (its Kiro credentials were
+    /// refused); reported as an API error, not an overload.
+    Unavailable,
+    /// 504: the Kiro service did not answer in time.
+    Timeout,
+}
+
+impl ErrorKind {
+    /// The HTTP status of this kind of error.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
+            ErrorKind::Permission => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            ErrorKind::RateLimit => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::Overloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The kind of an error status from_status from elsewhere (the Kiro service's own status).
+    pub fn of_status(status: StatusCode) -> ErrorKind {
+        match status.as_u16() {
+            401 => ErrorKind::Authentication,
+            403 => ErrorKind::Permission,
+            404 => ErrorKind::NotFound,
+            405 => ErrorKind::MethodNotAllowed,
+            504 => ErrorKind::Timeout,
+            413 => ErrorKind::RequestTooLarge,
+            426 => ErrorKind::UpgradeRequired,
+            429 => ErrorKind::RateLimit,
+            503 | 529 => ErrorKind::Overloaded,
+            400..=499 => ErrorKind::InvalidRequest,
+            _ => ErrorKind::Upstream,
+        }
+    }
 }
 
 /// An error with the status and message a client should get.
+///
+/// The status follows from the kind ([`GatewayError::new`]), or, for a status from_status from
+/// the Kiro service, the kind from the status ([`GatewayError::from_status`]): the two cannot
+/// disagree. Fields are read through accessors and set through the `with_*` builders.
 #[derive(Debug, Clone)]
 pub struct GatewayError {
-    pub status: StatusCode,
-    pub kind: ErrorKind,
-    pub message: String,
-    /// The request field the error is about (OpenAI `param`).
-    pub param: Option<String>,
-    /// A machine-readable code (OpenAI `code`), e.g. `invalid_api_key`, `model_not_found`.
-    pub code: Option<String>,
-    /// Seconds the client may wait before retrying (sent as `retry-after`).
-    pub retry_after: Option<u64>,
-    /// Whether a retry may help, when the status alone does not say (a 403 that a token
-    /// refresh can fix); see [`GatewayError::is_retryable`].
-    pub retry: Option<bool>,
+    status: StatusCode,
+    kind: ErrorKind,
+    message: String,
+    param: Option<String>,
+    code: Option<String>,
+    retry_after: Option<u64>,
+    retry: Option<bool>,
 }
 
 impl std::fmt::Display for GatewayError {
@@ -45,10 +98,18 @@ impl std::fmt::Display for GatewayError {
 
 impl std::error::Error for GatewayError {}
 
+/// A service that cannot fail (an axum handler) stacks under the layers that can.
+impl From<std::convert::Infallible> for GatewayError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl GatewayError {
-    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
+    /// An error of `kind`, with the kind's status.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         GatewayError {
-            status,
+            status: kind.status(),
             kind,
             message: message.into(),
             param: None,
@@ -58,8 +119,22 @@ impl GatewayError {
         }
     }
 
+    /// An error status from_status as it came (an error of the Kiro service): the kind follows
+    /// from it. A status that is not an error becomes a 502.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let status = if status.is_client_error() || status.is_server_error() {
+            status
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        let mut e = Self::new(ErrorKind::of_status(status), message);
+        e.status = status;
+        e
+    }
+
+    /// 400.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
+        Self::new(ErrorKind::InvalidRequest, message)
     }
 
     /// The conversation is over what Kiro takes: worded and coded so clients recognise it and
@@ -70,54 +145,104 @@ impl GatewayError {
             .with_code("context_length_exceeded")
     }
 
+    /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
+        Self::new(ErrorKind::NotFound, message)
     }
 
+    /// 401 `invalid_api_key`.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message)
-            .with_code("invalid_api_key")
+        Self::new(ErrorKind::Authentication, message).with_code("invalid_api_key")
     }
 
+    /// 413 naming the limit.
     pub fn too_large(limit: usize) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RequestTooLarge,
             format!("request body exceeds the gateway's limit of {limit} bytes (MAX_BODY_BYTES)"),
         )
     }
 
+    /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Internal,
-            message,
-        )
+        Self::new(ErrorKind::Internal, message)
     }
 
+    /// A layer found a request-context value missing that a layer above it must insert: a
+    /// stack assembled in the wrong order. A 500 that names both, never a silent default.
+    pub fn missing_context(what: &str, inserted_by: &str) -> Self {
+        Self::internal(format!(
+            "the gateway's layers are stacked wrongly: {what} is missing from the request; mount {inserted_by} above this layer"
+        ))
+        .with_code("gateway_misconfigured")
+    }
+
+    /// The request field the error is about (OpenAI `param`).
     pub fn with_param(mut self, p: impl Into<String>) -> Self {
         self.param = Some(p.into());
         self
     }
 
+    /// A machine-readable code (OpenAI `code`), e.g. `invalid_api_key`, `model_not_found`.
     pub fn with_code(mut self, c: impl Into<String>) -> Self {
         self.code = Some(c.into());
         self
     }
 
+    /// Seconds the client may wait before retrying (sent as `retry-after`).
+    pub fn with_retry_after(mut self, secs: Option<u64>) -> Self {
+        self.retry_after = secs;
+        self
+    }
+
+    /// Whether a retry may help, when the status alone does not say (a 403 that a token
+    /// refresh can fix); see [`GatewayError::is_retryable`].
+    pub fn with_retry(mut self, retry: bool) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The same error with another message (the kind, status and code stay).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
+    /// The class of the error.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The message for the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The request field the error is about.
+    pub fn param(&self) -> Option<&str> {
+        self.param.as_deref()
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// Seconds the client may wait before retrying.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// Whether the same request may succeed if sent again: the one classification behind the
     /// `x-should-retry` header of every error answer. Throttles (429), timeouts (408, 504) and
     /// server errors (5xx) may pass on a retry; a used-up quota's 429 and every other client
-    /// error (400, 401, 403, 404, 405, 413, 422, …) will not, except where [`Self::retry`] says
-    /// otherwise (a 403 that a token refresh can fix).
+    /// error (400, 401, 403, 404, 405, 413, 422, …) will not, except where
+    /// [`Self::with_retry`] says otherwise (a 403 that a token refresh can fix).
     pub fn is_retryable(&self) -> bool {
         if let Some(r) = self.retry {
             return r;
@@ -130,265 +255,36 @@ impl GatewayError {
     }
 }
 
-/// What clients get when the Kiro auth service refuses the gateway's refresh token.
-pub const KIRO_CREDENTIALS_REFUSED: &str = "The gateway's Kiro credentials were refused by the Kiro auth service (its refresh token is revoked or expired). This is not about your API key: the gateway's operator must sign in to Kiro again; the gateway's log and /health/accounts say how.";
-
-impl From<AuthError> for GatewayError {
-    fn from(e: AuthError) -> Self {
-        match &e {
-            // the gateway's own credential, not the client's key: a 401 would make the SDKs
-            // tell their user that *their* key is wrong. The detail (source, file path, the
-            // service's words, the fix) goes to the log and /health/accounts, not to clients.
-            AuthError::Refused { .. } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorKind::Internal,
-                KIRO_CREDENTIALS_REFUSED,
-            )
-            .with_code("kiro_credentials_refused"),
-            // the gateway's own upstream credential is refused: the client's key was fine, so
-            // not a 401 that would send it to re-enter its key
-            AuthError::ApiKeyRefused { .. } => Self::new(
-                StatusCode::FORBIDDEN,
-                ErrorKind::Permission,
-                format!("Kiro credentials need attention: {e}"),
-            )
-            .with_code("kiro_api_key_invalid"),
-            AuthError::Transient { .. } => {
-                Self::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, e.to_string())
-            }
-            AuthError::NoCredentials(_) | AuthError::Load { .. } | AuthError::Persist { .. } => {
-                Self::internal(e.to_string())
-            }
-        }
-    }
-}
-
-fn kind_for_status(status: StatusCode) -> ErrorKind {
-    match status.as_u16() {
-        400 | 402 | 409 | 413 | 422 => ErrorKind::InvalidRequest,
-        401 => ErrorKind::Authentication,
-        403 => ErrorKind::Permission,
-        404 => ErrorKind::NotFound,
-        429 => ErrorKind::RateLimit,
-        503 | 529 => ErrorKind::Overloaded,
-        _ => ErrorKind::Upstream,
-    }
-}
-
-impl From<kiro::Error> for GatewayError {
-    fn from(e: kiro::Error) -> Self {
-        use kiro::Error as E;
-        match e {
-            E::Status(s) => {
-                let too_long = s.reason.as_deref() == Some("CONTENT_LENGTH_EXCEEDS_THRESHOLD")
-                    || s.message.contains("Input is too long");
-                if too_long {
-                    // worded so clients recognise it and compact (Claude Code matches "Prompt is
-                    // too long"), with Kiro's own words kept
-                    return Self::context_too_long(format!(
-                        "the conversation is larger than the model accepts (Kiro: {})",
-                        s.message
-                    ));
-                }
-                if s.is_quota_exhausted() {
-                    // a 429 clients know as "out of quota" (OpenAI `insufficient_quota`,
-                    // Anthropic `rate_limit_error`); no Retry-After: waiting will not help
-                    return Self::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        ErrorKind::RateLimit,
-                        format!(
-                            "Monthly request limit exceeded: the Kiro account has used its monthly quota (Kiro {}: {}{})",
-                            s.status.as_u16(),
-                            s.message,
-                            s.reason.as_deref().map(|r| format!(", reason: {r}")).unwrap_or_default()
-                        ),
-                    )
-                    .with_code("insufficient_quota");
-                }
-                if s.is_suspended() {
-                    return Self::new(
-                        StatusCode::FORBIDDEN,
-                        ErrorKind::Permission,
-                        format!(
-                            "Kiro API error 403: {}{} (the Kiro account is suspended or locked; refreshing the token cannot fix this)",
-                            s.message,
-                            s.reason.as_deref().map(|r| format!(" (reason: {r})")).unwrap_or_default()
-                        ),
-                    )
-                    .with_code(
-                        s.reason
-                            .clone()
-                            .or(s.error_type.clone())
-                            .unwrap_or_else(|| "account_suspended".into()),
-                    );
-                }
-                let message = match s.reason.as_deref() {
-                    Some(r) => format!("{} (reason: {r})", s.message),
-                    None => s.message.clone(),
-                };
-                let status = if s.status.is_client_error() || s.status.is_server_error() {
-                    s.status
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                // a 403 over an invalid or expired token: the next request refreshes it
-                let refreshable = s.is_invalid_token();
-                let mut g = Self::new(
-                    status,
-                    kind_for_status(status),
-                    format!("Kiro API error {}: {message}", s.status.as_u16()),
-                )
-                .with_code(
-                    s.reason
-                        .clone()
-                        .or(s.error_type.clone())
-                        .unwrap_or_else(|| "kiro_api_error".into()),
-                );
-                // whole seconds, rounded up: a client that waits that long has waited enough
-                g.retry_after = s
-                    .retry_after
-                    .map(|d| d.as_millis().div_ceil(1000).max(1) as u64);
-                if refreshable {
-                    g.retry = Some(true);
-                }
-                g
-            }
-            E::Connect { .. } => {
-                Self::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, e.to_string())
-                    .with_code("upstream_unreachable")
-            }
-            E::FirstByteTimeout(_) => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorKind::Timeout,
-                format!("{e} (FIRST_TOKEN_TIMEOUT), after all retries"),
-            )
-            .with_code("upstream_timeout"),
-            E::IdleTimeout(_) => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorKind::Timeout,
-                e.to_string(),
-            )
-            .with_code("upstream_timeout"),
-            E::Auth(a) => a.into(),
-            E::Request(m) => Self::internal(m),
-            E::NoAccount {
-                retry_after,
-                rate_limited,
-                quota_exhausted,
-                ..
-            } => {
-                let (status, kind, code) = if rate_limited {
-                    (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        ErrorKind::RateLimit,
-                        "all_accounts_rate_limited",
-                    )
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        ErrorKind::Overloaded,
-                        "no_account_available",
-                    )
-                };
-                let mut g = Self::new(status, kind, e.to_string()).with_code(code);
-                g.retry_after = retry_after.map(|d| d.as_millis().div_ceil(1000).max(1) as u64);
-                if quota_exhausted {
-                    // parked until the quota resets (days away): as final as one account's
-                    // used-up quota
-                    g.retry = Some(false);
-                }
-                g
-            }
-            // a throttle or an overload reported inside the stream is that, not a broken stream
-            E::Event(kiro::events::EventError::Exception(ref x)) if x.is_throttling() => {
-                let mut g = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorKind::RateLimit,
-                    e.to_string(),
-                )
-                .with_code("rate_limited");
-                g.retry_after = x.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
-                g
-            }
-            E::Event(kiro::events::EventError::Exception(ref x)) if x.is_unavailable() => {
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorKind::Overloaded,
-                    e.to_string(),
-                )
-                .with_code("upstream_unavailable")
-            }
-            E::Body(_) | E::Decode(_) | E::Event(_) | E::Truncated => {
-                let code = match &e {
-                    E::Truncated => "upstream_truncated",
-                    E::Decode(_) => "upstream_corrupt_stream",
-                    _ => "upstream_stream_error",
-                };
-                Self::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, e.to_string())
-                    .with_code(code)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    fn from_status(code: u16, body: &'static str) -> GatewayError {
-        kiro::Error::Status(Box::new(kiro::UpstreamStatus::from_parts(
-            StatusCode::from_u16(code).unwrap(),
-            &http::HeaderMap::new(),
-            Bytes::from_static(body.as_bytes()),
-        )))
-        .into()
-    }
 
     #[test]
-    fn too_long_input_is_a_400_clients_recognise() {
-        let g = from_status(
-            400,
-            r#"{"message":"Input is too long.","reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}"#,
+    fn the_status_follows_the_kind_and_a_from_status_status_gives_the_kind() {
+        assert_eq!(GatewayError::new(ErrorKind::Unavailable, "x").status(), 503);
+        assert_eq!(GatewayError::unauthorized("x").status(), 401);
+        let r = GatewayError::from_status(StatusCode::CONFLICT, "x");
+        assert_eq!(
+            (r.status().as_u16(), r.kind()),
+            (409, ErrorKind::InvalidRequest)
         );
-        assert_eq!(g.status, 400);
-        assert!(g.message.starts_with("prompt is too long"));
-        assert_eq!(g.code.as_deref(), Some("context_length_exceeded"));
-        assert_eq!(g.kind, ErrorKind::InvalidRequest);
-    }
-
-    #[test]
-    fn upstream_statuses_keep_their_status_and_message() {
-        let g = from_status(429, r#"{"message":"Rate exceeded","reason":null}"#);
-        assert_eq!((g.status.as_u16(), g.kind), (429, ErrorKind::RateLimit));
-        assert!(g.message.contains("Rate exceeded"));
-        let g = from_status(
-            403,
-            r#"{"message":"Account suspended","reason":"TEMPORARILY_SUSPENDED"}"#,
-        );
-        assert_eq!(g.status, 403);
-        assert_eq!(g.kind, ErrorKind::Permission);
-        assert!(g.message.contains("TEMPORARILY_SUSPENDED"));
-        assert!(g.message.contains("Account suspended"));
-    }
-
-    #[test]
-    fn a_used_up_monthly_quota_is_a_429_insufficient_quota() {
-        for (code, body) in [
-            (
-                402,
-                r#"{"message":"quota","reason":"MONTHLY_REQUEST_COUNT"}"#,
-            ),
-            (
-                400,
-                r#"{"__type":"ServiceQuotaExceededException","message":"quota","reason":"MONTHLY_REQUEST_COUNT"}"#,
-            ),
+        let r = GatewayError::from_status(StatusCode::OK, "x");
+        assert_eq!((r.status().as_u16(), r.kind()), (502, ErrorKind::Upstream));
+        let r = GatewayError::from_status(StatusCode::SERVICE_UNAVAILABLE, "x");
+        assert_eq!(r.kind(), ErrorKind::Overloaded);
+        for k in [
+            ErrorKind::InvalidRequest,
+            ErrorKind::RateLimit,
+            ErrorKind::Timeout,
         ] {
-            let g = from_status(code, body);
-            assert_eq!((g.status.as_u16(), g.kind), (429, ErrorKind::RateLimit));
-            assert_eq!(g.code.as_deref(), Some("insufficient_quota"));
-            assert_eq!(g.retry_after, None);
-            assert!(g.message.contains("Monthly request limit"), "{}", g.message);
+            assert_eq!(ErrorKind::of_status(k.status()), k);
         }
+    }
+
+    #[test]
+    fn a_missing_layer_is_a_500_that_names_it() {
+        let e = GatewayError::missing_context("ResolvedModel", "ModelNameLayer");
+        assert_eq!(e.status(), 500);
+        assert!(e.message().contains("ResolvedModel") && e.message().contains("ModelNameLayer"));
     }
 }

@@ -14,9 +14,11 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod codex_catalog;
 pub mod config;
 pub mod dashboard;
+pub mod dialect;
 pub mod error;
 pub mod kiro;
 pub mod layers;

@@ -164,11 +164,13 @@ impl Gateway {
                 }
             };
             let (tokens, client) =
-                build_account(cfg, spec, http, headers.clone()).map_err(|mut e| {
+                build_account(cfg, spec, http, headers.clone()).map_err(|e| {
                     if cfg.accounts.len() > 1 {
-                        e.message = format!("account {:?}: {}", spec.name, e.message);
+                        let m = format!("account {:?}: {}", spec.name, e.message());
+                        e.with_message(m)
+                    } else {
+                        e
                     }
-                    e
                 })?;
             accounts.push(
                 crate::accounts::Account::kiro(spec.name.as_str(), tokens, client)
@@ -294,9 +296,14 @@ impl Gateway {
             crate::layers::gateway_stack::<crate::api::responses::OpenAiResponses>(&self.parts);
         // the chat routes check the key inside their stack (below the metrics layer, so
         // refused requests are counted too); the other /v1 routes through `route_layer`
-        let keyed_405 = || {
-            tower_layer::Layer::layer(&self.parts.api_keys, tower::service_fn(method_not_allowed))
+        // (a refused key on a route no chat stack marks is worded by the dialect the request
+        // looks like)
+        let keyed = || {
+            tower::ServiceBuilder::new()
+                .layer(crate::layers::DialectLayer::guess())
+                .layer(self.parts.api_keys.clone())
         };
+        let keyed_405 = || keyed().service(tower::service_fn(method_not_allowed));
         // the other /v1 routes are counted too (after their key check)
         let counted =
             |m: axum::routing::MethodRouter<Gateway>, route: &'static str, d: Dialect| match &self
@@ -329,7 +336,7 @@ impl Gateway {
                     Dialect::Anthropic,
                 ),
             )
-            .route_layer(self.parts.api_keys.clone())
+            .route_layer(keyed())
             .route(
                 "/v1/chat/completions",
                 post_service(chat).fallback_service(keyed_405()),
@@ -348,35 +355,33 @@ impl Gateway {
                         refuse_websocket,
                     )),
             );
-        let router = Router::new()
-            .route("/", get(root))
-            .route("/health", get(health))
-            .route("/metrics", get(metrics_text))
-            .route("/health/accounts", get(health_accounts))
-            .route(
-                "/admin/accounts/{name}/reset",
-                axum::routing::post(reset_account).fallback(method_not_allowed),
-            )
-            .route("/admin/stats", get(admin_stats))
-            .route(
-                "/admin/check",
-                axum::routing::post(admin_check).fallback(method_not_allowed),
-            )
-            .route(
-                "/admin/models/reload",
-                axum::routing::post(reload_models).fallback(method_not_allowed),
-            )
-            .route("/dashboard", get(dashboard_page))
-            .merge(v1)
-            // unknown routes say 404 only to a client with the key: without it nothing but
-            // `/` and `/health` answers anything but 401
-            .fallback_service(tower_layer::Layer::layer(
-                &self.parts.api_keys,
-                tower::service_fn(|req: Request<Body>| async move {
-                    Ok::<_, Infallible>(not_found(req).await)
-                }),
-            ))
-            .with_state(self.clone());
+        let router =
+            Router::new()
+                .route("/", get(root))
+                .route("/health", get(health))
+                .route("/metrics", get(metrics_text))
+                .route("/health/accounts", get(health_accounts))
+                .route(
+                    "/admin/accounts/{name}/reset",
+                    axum::routing::post(reset_account).fallback(method_not_allowed),
+                )
+                .route("/admin/stats", get(admin_stats))
+                .route(
+                    "/admin/check",
+                    axum::routing::post(admin_check).fallback(method_not_allowed),
+                )
+                .route(
+                    "/admin/models/reload",
+                    axum::routing::post(reload_models).fallback(method_not_allowed),
+                )
+                .route("/dashboard", get(dashboard_page))
+                .merge(v1)
+                // unknown routes say 404 only to a client with the key: without it nothing but
+                // `/` and `/health` answers anything but 401
+                .fallback_service(keyed().service(tower::service_fn(
+                    |req: Request<Body>| async move { Ok::<_, Infallible>(not_found(req).await) },
+                )))
+                .with_state(self.clone());
         // CORS is off unless origins are configured
         let router = match cors_layer(&self.cors_origins) {
             Some(cors) => router.layer(cors),
@@ -660,12 +665,11 @@ fn bearer_matches(headers: &http::HeaderMap, digest: &[u8; 32]) -> bool {
 pub fn admin_refusal(gw: &Gateway, headers: &http::HeaderMap) -> Option<Response<Body>> {
     match &gw.admin_key {
         None => {
-            let mut e = GatewayError::new(
-                StatusCode::FORBIDDEN,
+            let e = GatewayError::new(
                 crate::error::ErrorKind::Permission,
                 "the admin routes are off: set ADMIN_API_KEY, then send it as Authorization: Bearer <key>",
-            );
-            e.code = Some("admin_disabled".into());
+            )
+            .with_code("admin_disabled");
             Some(Dialect::OpenAi.error_response(&e))
         }
         Some(d) if bearer_matches(headers, d) => None,
@@ -708,12 +712,11 @@ async fn metrics_text(State(gw): State<Gateway>, headers: http::HeaderMap) -> Re
             }
         }
         MetricsAccess::Off => {
-            let mut e = GatewayError::new(
-                StatusCode::FORBIDDEN,
+            let e = GatewayError::new(
                 crate::error::ErrorKind::Permission,
                 "/metrics is off on a non-loopback address: set METRICS_API_KEY (then send it as a bearer) or metrics_public = true",
-            );
-            e.code = Some("metrics_disabled".into());
+            )
+            .with_code("metrics_disabled");
             return Dialect::OpenAi.error_response(&e);
         }
     }
@@ -850,12 +853,11 @@ async fn refuse_websocket(
         ));
     }
     if upgrade {
-        let mut e = GatewayError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            crate::error::ErrorKind::InvalidRequest,
+        let e = GatewayError::new(
+            crate::error::ErrorKind::UpgradeRequired,
             "this gateway answers the Responses API over HTTP (server-sent events), not WebSocket",
-        );
-        e.code = Some("websocket_not_supported".into());
+        )
+        .with_code("websocket_not_supported");
         return Dialect::OpenAi.error_response(&e);
     }
     next.run(req).await
@@ -870,7 +872,7 @@ async fn get_response(State(gw): State<Gateway>, Path(id): Path<String>) -> Resp
 }
 
 async fn not_found(req: Request<Body>) -> Response<Body> {
-    let dialect = Dialect::of(&req);
+    let dialect = Dialect::guess(&req);
     dialect.error_response(
         &GatewayError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
             .with_code("not_found"),
@@ -878,13 +880,15 @@ async fn not_found(req: Request<Body>) -> Response<Body> {
 }
 
 async fn method_not_allowed(req: Request<Body>) -> Result<Response<Body>, Infallible> {
-    let mut e = GatewayError::invalid_request(format!(
-        "method {} is not allowed on {}",
-        req.method(),
-        req.uri().path()
-    ));
-    e.status = StatusCode::METHOD_NOT_ALLOWED;
-    let mut r = Dialect::of(&req).error_response(&e);
+    let e = GatewayError::new(
+        crate::error::ErrorKind::MethodNotAllowed,
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    );
+    let mut r = Dialect::guess(&req).error_response(&e);
     r.headers_mut()
         .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
     Ok(r)

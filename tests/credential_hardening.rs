@@ -17,7 +17,7 @@ use kiro_gateway::config::Config;
 use kiro_gateway::mock::{MockConfig, MockKiro};
 use serde_json::{json, Value};
 
-const REFUSED: &str = kiro_gateway::error::KIRO_CREDENTIALS_REFUSED;
+const REFUSED: &str = kiro_gateway::kiro::KIRO_CREDENTIALS_REFUSED;
 
 /// A refresh through the mock's desktop endpoint, as the Kiro IDE does it: (access, refresh).
 async fn ide_refresh(mock: &MockKiro, refresh: &str) -> (String, String) {

@@ -177,7 +177,7 @@ async fn revoked_refresh_token_tells_the_user_to_sign_in_again() {
         assert_eq!(o.json["error"]["type"], "api_error", "{}", o.raw);
         assert_eq!(
             o.json["error"]["message"],
-            kiro_gateway::error::KIRO_CREDENTIALS_REFUSED,
+            kiro_gateway::kiro::KIRO_CREDENTIALS_REFUSED,
             "{}",
             o.raw
         );

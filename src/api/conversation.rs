@@ -155,14 +155,7 @@ pub struct BuildOptions {
     pub additional_fields: Option<serde_json::Value>,
 }
 
-/// Name of a tool the service accepts.
-pub fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
+pub use super::preflight::valid_tool_name;
 
 /// Keys the service's schema validator rejects or that carry no meaning for it.
 const DROPPED_SCHEMA_KEYS: &[&str] = &[
@@ -892,7 +885,7 @@ mod tests {
             &opts(),
         )
         .unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("tools[0].name"));
+        assert_eq!(err.param().as_deref(), Some("tools[0].name"));
         let mut long = weather();
         long.description = "d".repeat(20);
         let mut o = opts();

@@ -25,103 +25,8 @@ use crate::error::GatewayError;
 use crate::kiro::client::KiroEvents;
 use crate::kiro::Event;
 
-/// The response body type of every layer.
-pub type Body = axum::body::Body;
-
-/// Which public API a request speaks; decides the error shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    OpenAi,
-    Anthropic,
-}
-
-impl Dialect {
-    /// `openai` or `anthropic` (the `dialect` label of the metrics).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::OpenAi => "openai",
-            Dialect::Anthropic => "anthropic",
-        }
-    }
-
-    /// The dialect of a path when no route marked the request.
-    pub fn from_path(path: &str) -> Dialect {
-        if path.contains("/messages") {
-            Dialect::Anthropic
-        } else {
-            Dialect::OpenAi
-        }
-    }
-
-    /// The dialect marked on a request, else the one its path implies, else Anthropic for a
-    /// request that carries `anthropic-version` (the shared `/v1/models`), else OpenAI.
-    pub fn of<B>(req: &http::Request<B>) -> Dialect {
-        if let Some(d) = req.extensions().get::<Dialect>() {
-            return *d;
-        }
-        let path = req.uri().path();
-        match Dialect::from_path(path) {
-            // only the shared routes (/v1/models, unknown ones) go by the header
-            Dialect::OpenAi
-                if !path.contains("/chat/completions")
-                    && req.headers().contains_key("anthropic-version") =>
-            {
-                Dialect::Anthropic
-            }
-            d => d,
-        }
-    }
-
-    /// The error as this dialect's JSON body.
-    pub fn error_json(self, e: &GatewayError) -> serde_json::Value {
-        match self {
-            Dialect::OpenAi => openai::error_json(e),
-            Dialect::Anthropic => serde_json::json!({
-                "type": "error",
-                "error": {"type": anthropic_error_type(e), "message": e.message},
-            }),
-        }
-    }
-
-    /// A complete error response in this dialect. The error is also put into the response
-    /// extensions so tracing and debug capture can see it without parsing the body.
-    pub fn error_response(self, e: &GatewayError) -> Response<Body> {
-        let body = self.error_json(e).to_string();
-        let mut r = Response::new(Body::from(body));
-        *r.status_mut() = e.status;
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(s) = e.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                r.headers_mut().insert(http::header::RETRY_AFTER, v);
-            }
-        }
-        // the OpenAI and Anthropic SDKs (and Claude Code) obey this header over their own
-        // status rules: without it they retry a 401 or a used-up quota's 429 several times
-        r.headers_mut().insert(
-            "x-should-retry",
-            HeaderValue::from_static(if e.is_retryable() { "true" } else { "false" }),
-        );
-        r.extensions_mut().insert(e.clone());
-        r
-    }
-}
-
-fn anthropic_error_type(e: &GatewayError) -> &'static str {
-    use crate::error::ErrorKind as K;
-    match e.kind {
-        K::InvalidRequest => "invalid_request_error",
-        K::Authentication => "authentication_error",
-        K::Permission => "permission_error",
-        K::NotFound => "not_found_error",
-        K::RequestTooLarge => "request_too_large",
-        K::RateLimit => "rate_limit_error",
-        K::Overloaded => "overloaded_error",
-        K::Timeout | K::Upstream | K::Internal => "api_error",
-    }
-}
+pub use crate::body::Body;
+pub use crate::dialect::Dialect;
 
 /// What a dialect's encoder or folder needs to know about the request.
 #[derive(Debug, Clone)]
@@ -453,12 +358,11 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
                     if let Some(closing) = this.closing.as_mut() {
                         if closing.as_mut().poll(cx).is_ready() {
                             this.done = true;
-                            let mut e = GatewayError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
+                            let e = GatewayError::new(
                                 crate::error::ErrorKind::Overloaded,
                                 "the gateway is shutting down; the answer was cut short",
-                            );
-                            e.code = Some("gateway_shutdown".into());
+                            )
+                            .with_code("gateway_shutdown");
                             this.failed(&e);
                             this.encoder.on_error(e, &mut this.scratch);
                             this.pending.extend(this.scratch.drain(..));
@@ -481,25 +385,24 @@ impl<E: Encoder + Unpin> Stream for SseBody<E> {
     }
 }
 
-/// Drive a folder over the whole event stream; a failure anywhere is an error response, never
-/// a partial answer dressed as complete.
+/// Drive a folder over the whole event stream; a failure anywhere is an error (for the
+/// dialect layer to render), never a partial answer dressed as complete.
 pub async fn fold<F: Folder>(
     mut events: KiroEvents,
     mut folder: F,
-    dialect: Dialect,
-) -> Response<Body> {
+) -> Result<Response<Body>, GatewayError> {
     use futures_util::StreamExt;
     while let Some(item) = events.next().await {
         match item {
             Ok(ev) => folder.on_event(ev),
-            Err(e) if length_cut(&e) => return folder.finish(End::Length),
+            Err(e) if length_cut(&e) => return Ok(folder.finish(End::Length)),
             Err(e) => {
                 tracing::warn!(error = %e, "upstream stream failed before the answer was complete");
-                return dialect.error_response(&GatewayError::from(e));
+                return Err(GatewayError::from(e));
             }
         }
     }
-    folder.finish(End::Complete)
+    Ok(folder.finish(End::Complete))
 }
 
 /// A folded (non-stream) answer: the JSON body, and the Kiro credits as `x-kiro-credits`.
@@ -617,7 +520,7 @@ mod tests {
             if anthropic {
                 b = b.header("anthropic-version", "2023-06-01");
             }
-            Dialect::of(&b.body(()).unwrap())
+            Dialect::guess(&b.body(()).unwrap())
         };
         assert_eq!(r("/v1/messages", false), Dialect::Anthropic);
         assert_eq!(r("/v1/chat/completions", false), Dialect::OpenAi);

@@ -192,7 +192,7 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
     let tools = ctx.map(|c| c.tools.as_slice()).unwrap_or_default();
     for (i, t) in tools.iter().enumerate() {
         let s = &t.tool_specification;
-        if !super::conversation::valid_tool_name(&s.name) {
+        if !valid_tool_name(&s.name) {
             v(
                 None,
                 format!("tools[{i}].name"),
@@ -380,6 +380,15 @@ pub fn violations(req: &GenerateAssistantRequest, sources: &[Option<usize>]) -> 
         expect_user = false;
     }
     out.into_inner()
+}
+
+/// Name of a tool the service accepts.
+pub fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]
@@ -586,7 +595,8 @@ mod tests {
                 .iter()
                 .find(|v| v.rule == rule)
                 .unwrap_or_else(|| panic!("{rule}: found {found:?}"));
-            let msg = v.clone().into_error().message;
+            let err = v.clone().into_error();
+            let msg = err.message();
             assert!(msg.contains(text), "{rule}: {msg}");
             assert!(msg.contains(&format!("[rule: {rule}]")), "{msg}");
         }
@@ -599,21 +609,21 @@ mod tests {
     fn the_error_names_the_client_message_the_field_and_the_rule() {
         let r = req(json!([user("a"), user("b")]), current(json!({})));
         let e = check(&r, &[Some(0), Some(4), Some(7)], "messages").unwrap_err();
-        assert_eq!(e.status, 400);
+        assert_eq!(e.status(), 400);
         assert_eq!(
-            e.message,
+            e.message(),
             "messages[4]: two user turns in a row (the history must end with an assistant turn); Kiro would refuse this request [rule: alternation]"
         );
-        assert_eq!(e.param.as_deref(), Some("messages[4].role"));
-        assert_eq!(e.code.as_deref(), Some("kiro_alternation"));
+        assert_eq!(e.param().as_deref(), Some("messages[4].role"));
+        assert_eq!(e.code().as_deref(), Some("kiro_alternation"));
         // the Responses API numbers its `input`
         let e = check(&r, &[Some(0), Some(4), Some(7)], "input").unwrap_err();
         assert!(
-            e.message.starts_with("input[4]: two user turns"),
+            e.message().starts_with("input[4]: two user turns"),
             "{}",
-            e.message
+            e.message()
         );
-        assert_eq!(e.param.as_deref(), Some("input[4].role"));
+        assert_eq!(e.param().as_deref(), Some("input[4].role"));
     }
 
     #[test]
@@ -632,10 +642,10 @@ mod tests {
             .place = Some("messages[2].content[3]".into());
         let e = check(&r, &[Some(2)], "messages").unwrap_err();
         assert_eq!(
-            e.message,
+            e.message(),
             "messages[2].content[3]: image data is not valid base64; Kiro would refuse this request [rule: image_base64]"
         );
-        assert_eq!(e.param.as_deref(), Some("messages[2].content[3]"));
+        assert_eq!(e.param().as_deref(), Some("messages[2].content[3]"));
     }
 
     #[test]
@@ -661,14 +671,14 @@ mod tests {
             "messages[0].content[1].image_url.url",
         );
         assert_eq!(
-            e.message,
+            e.message(),
             "messages[0].content[1]: image data is not valid base64"
         );
         assert_eq!(
-            e.param.as_deref(),
+            e.param().as_deref(),
             Some("messages[0].content[1].image_url.url")
         );
-        assert_eq!(refusal("n must be 1", "n").message, "n must be 1");
+        assert_eq!(refusal("n must be 1", "n").message(), "n must be 1");
     }
 
     #[test]

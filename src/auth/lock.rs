@@ -37,33 +37,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use super::source::{lock_path, open_lock_file};
 use super::source::{self, CredentialSource, Credentials, Rotation};
 use super::AuthError;
 
 /// How often a held file lock is tried again.
 const POLL: Duration = Duration::from_millis(10);
-
-/// The lock file beside a JSON credentials file: `<file>.lock`.
-pub fn lock_path(creds: &Path) -> PathBuf {
-    let mut name = creds
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "credentials".into());
-    name.push(".lock");
-    creds.with_file_name(name)
-}
-
-/// Open (creating if needed, mode 0600) the lock file for a credentials file.
-pub fn open_lock_file(creds: &Path) -> std::io::Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(lock_path(creds))
-}
 
 enum Held {
     /// Nothing to lock (env, API key, read-only database) or the lock was not obtained.

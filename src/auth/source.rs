@@ -616,7 +616,7 @@ pub fn recover_interrupted_write(path: &Path) {
     if leftovers.is_empty() {
         return;
     }
-    let Ok(lock) = super::lock::open_lock_file(path) else {
+    let Ok(lock) = open_lock_file(path) else {
         tracing::warn!(file = %path.display(), "leftover temp files of an interrupted write-back, but the lock file cannot be opened; leaving them");
         return;
     };
@@ -813,6 +813,28 @@ impl DateStyle {
         }
         out
     }
+}
+
+/// The lock file beside a JSON credentials file: `<file>.lock`.
+pub fn lock_path(creds: &Path) -> PathBuf {
+    let mut name = creds
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "credentials".into());
+    name.push(".lock");
+    creds.with_file_name(name)
+}
+
+/// Open (creating if needed, mode 0600) the lock file for a credentials file.
+pub fn open_lock_file(creds: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(lock_path(creds))
 }
 
 #[cfg(test)]

@@ -153,7 +153,12 @@ impl StreamException {
 
     /// The service throttled the request (`ThrottlingException` / `throttlingError`).
     pub fn is_throttling(&self) -> bool {
-        self.kind.contains("Throttling") || self.kind == "throttlingError"
+        self.kind.to_ascii_lowercase().contains("throttl")
+    }
+
+    /// The service failed inside (`InternalServerException`): a later attempt may pass.
+    pub fn is_internal_error(&self) -> bool {
+        self.kind.to_ascii_lowercase().contains("internalserver")
     }
 
     /// The service is unavailable (`ServiceUnavailableException` / `serviceUnavailableError`).

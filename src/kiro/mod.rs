@@ -11,7 +11,7 @@ pub use client::{
     GenerateResponse, HttpConfig, KiroClient, KiroClientConfig, KiroEvents, KiroHeaders,
     UpstreamHttp,
 };
-pub use error::{Error, UpstreamStatus};
+pub use error::{AuthError, Error, Failure, UpstreamStatus, KIRO_CREDENTIALS_REFUSED};
 pub use events::{
     Event, Metadata, StreamException, TokenUsage, ToolCallAssembler, ToolInput, ToolUseEvent,
 };

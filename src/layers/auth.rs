@@ -1,14 +1,15 @@
 //! `ApiKeyLayer`: the client must present the gateway's key, as `Authorization: Bearer <key>`,
 //! `x-api-key: <key>` or `api-key: <key>` (any one that carries a value), on every route it is
 //! mounted on. Keys are compared in constant time (over SHA-256 digests, so not even the length
-//! leaks), before any body is read. A failure is a 401 in the request's dialect.
+//! leaks), before any body is read. A failure is an `Err` 401 (a 429 past a key's rate limit),
+//! which the [`DialectLayer`](super::DialectLayer) above renders in the request's dialect.
 //!
 //! Keys have names ([`ClientKey`]; `PROXY_API_KEY` is [`DEFAULT_CLIENT`], the `[[api_keys]]`
 //! tables of `config.toml` name theirs): the matched key's name goes into the request
 //! extensions ([`ClientName`]), the metrics record (the `client` label) and a `client` span
 //! around the rest of the request, never the key itself. A key may carry a rate limit
-//! (`rate_limit_per_minute`); past it the answer is a 429 in the request's dialect with
-//! `Retry-After`, and nothing is sent upstream.
+//! (`rate_limit_per_minute`); past it the answer is a 429 with `Retry-After`, and nothing is
+//! sent upstream.
 //!
 //! With no key configured the layer lets everything through (the server refuses to bind a
 //! non-loopback address in that case).
@@ -25,7 +26,7 @@
 //! let req = http::Request::get("/v1/models").header("x-api-key", "sekret").body(Body::empty()).unwrap();
 //! assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
 //! let req = http::Request::get("/v1/models").body(Body::empty()).unwrap();
-//! assert_eq!(svc.oneshot(req).await.unwrap().status(), 401);
+//! assert_eq!(svc.oneshot(req).await.unwrap_err().status(), 401);
 //! # });
 //! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
@@ -35,7 +36,7 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tower_layer::Layer;
@@ -269,29 +270,28 @@ fn check<'a, B>(keys: &'a [Entry], req: &Request<B>) -> Verdict<'a> {
 }
 
 fn rate_limited(e: &Entry, per_minute: u32, wait: u64) -> GatewayError {
-    let mut err = GatewayError::new(
-        StatusCode::TOO_MANY_REQUESTS,
+    GatewayError::new(
         ErrorKind::RateLimit,
         format!(
             "the client key {:?} is limited to {per_minute} requests a minute; retry in {wait} s",
             e.key.name()
         ),
     )
-    .with_code("rate_limit_exceeded");
-    err.retry_after = Some(wait);
-    err
+    .with_code("rate_limit_exceeded")
+    .with_retry_after(Some(wait))
 }
 
 impl<S, B> Service<Request<B>> for ApiKeyService<S>
 where
     S: Service<Request<B>, Response = Response<Body>>,
+    S::Error: Into<GatewayError>,
 {
     type Response = Response<Body>;
-    type Error = S::Error;
+    type Error = GatewayError;
     type Future = ResponseFuture<tracing::instrument::Instrumented<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
@@ -304,17 +304,20 @@ where
             }
             Verdict::Client(e) => e,
             Verdict::Refused => {
-                let dialect = Dialect::of(&req);
-                let err = GatewayError::unauthorized(match dialect {
-                    Dialect::Anthropic => {
+                // worded for the dialect the route was marked with, when it was
+                let err = GatewayError::unauthorized(match req.extensions().get::<Dialect>() {
+                    Some(Dialect::Anthropic) => {
                         "Invalid or missing API key. Use the x-api-key header or Authorization: Bearer."
                     }
-                    Dialect::OpenAi => {
+                    Some(Dialect::OpenAi) => {
                         "Invalid or missing API key. Use Authorization: Bearer <key>."
+                    }
+                    None => {
+                        "Invalid or missing API key. Use Authorization: Bearer <key> or the x-api-key header."
                     }
                 });
                 tracing::info!(path = %req.uri().path(), "rejected a request without a valid API key");
-                return ResponseFuture::rejected(dialect.error_response(&err));
+                return ResponseFuture::rejected(err);
             }
         };
         let name = &entry.key.name;
@@ -325,7 +328,7 @@ where
             if let Err(wait) = bucket.take() {
                 tracing::info!(client = %name, path = %req.uri().path(), retry_after = wait, "client key over its rate limit");
                 let err = rate_limited(entry, bucket.per_minute, wait);
-                return ResponseFuture::rejected(Dialect::of(&req).error_response(&err));
+                return ResponseFuture::rejected(err);
             }
         }
         let span = tracing::info_span!("client", client = %name);
@@ -344,9 +347,12 @@ mod tests {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (u16, serde_json::Value) {
-        let svc = layer.layer(tower::service_fn(|_r: Request<Body>| async {
-            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
-        }));
+        // rendered as the stacks render it: by the dialect layer above
+        let svc = crate::layers::DialectLayer::guess().layer(layer.layer(tower::service_fn(
+            |_r: Request<Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+            },
+        )));
         let mut req = Request::get(path);
         for (k, v) in headers {
             req = req.header(*k, *v);

@@ -13,7 +13,6 @@
 //!
 //! With `off` the layer adds nothing to a request but one branch.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -29,6 +28,7 @@ use tower_service::Service;
 
 use super::decode::RawBody;
 use crate::api::Body;
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 
 /// Orders capture folders written in the same millisecond.
@@ -370,14 +370,15 @@ pub struct DebugCaptureService<S> {
 
 impl<S, T> Service<Request<T>> for DebugCaptureService<S>
 where
-    S: Service<Request<T>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<T>, Response = Response<Body>>,
+    S::Error: Into<GatewayError>,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
+    type Error = GatewayError;
     type Future = CaptureFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<T>) -> Self::Future {
@@ -388,6 +389,7 @@ where
             return CaptureFuture {
                 fut: self.inner.call(req),
                 handle: None,
+                dialect: None,
             };
         }
         let request_id = req
@@ -412,31 +414,50 @@ where
         };
         handle.log(&format!("{} {}", req.method(), req.uri().path()));
         req.extensions_mut().insert(handle.clone());
+        let dialect = req.extensions().get::<Dialect>().copied();
         CaptureFuture {
             fut: self.inner.call(req),
             handle: Some(handle),
+            dialect,
         }
     }
 }
 
+/// The response future of [`DebugCaptureService`].
 #[pin_project]
 pub struct CaptureFuture<F> {
     #[pin]
     fut: F,
     handle: Option<CaptureHandle>,
+    /// The request's dialect (marked above), to keep a refusal as the client gets it.
+    dialect: Option<Dialect>,
 }
 
-impl<F> Future for CaptureFuture<F>
+impl<F, E> Future for CaptureFuture<F>
 where
-    F: Future<Output = Result<Response<Body>, Infallible>>,
+    F: Future<Output = Result<Response<Body>, E>>,
+    E: Into<GatewayError>,
 {
-    type Output = Result<Response<Body>, Infallible>;
+    type Output = Result<Response<Body>, GatewayError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let resp = match this.fut.poll(cx) {
             Poll::Ready(Ok(r)) => r,
-            Poll::Ready(Err(never)) => match never {},
+            Poll::Ready(Err(e)) => {
+                let e: GatewayError = e.into();
+                if let Some(handle) = this.handle.take() {
+                    // the error goes up to be rendered; the capture keeps it as the client
+                    // will get it, and is written now (there is no body to wait for)
+                    handle.fail(e.status().as_u16(), e.message());
+                    handle.log(&format!("response status {}", e.status().as_u16()));
+                    if let Some(d) = this.dialect {
+                        handle.client_bytes(d.error_json(&e).to_string().as_bytes());
+                    }
+                    handle.finalize();
+                }
+                return Poll::Ready(Err(e));
+            }
             Poll::Pending => return Poll::Pending,
         };
         let Some(handle) = this.handle.take() else {
@@ -447,7 +468,7 @@ where
             let msg = resp
                 .extensions()
                 .get::<GatewayError>()
-                .map(|e| e.message.clone())
+                .map(|e| e.message().to_owned())
                 .unwrap_or_default();
             handle.fail(resp.status().as_u16(), &msg);
         }

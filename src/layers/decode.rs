@@ -14,7 +14,6 @@
 //! does not fit is refused with a 503 and `Retry-After`, so a burst of large bodies cannot
 //! take the memory of the process.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -30,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::api::{Body, Dialect};
+use crate::api::Body;
 use crate::error::GatewayError;
 
 /// The request body exactly as the client sent it.
@@ -111,17 +110,15 @@ impl BodyBudget {
 
     /// The 503 a body that does not fit gets.
     fn refusal(&self) -> GatewayError {
-        let mut e = GatewayError::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::new(
             crate::error::ErrorKind::Overloaded,
             format!(
                 "the gateway is busy: request bodies being processed already hold its {} bytes (MAX_INFLIGHT_BODY_BYTES); retry in a moment",
                 self.total
             ),
         )
-        .with_code("inflight_body_limit");
-        e.retry_after = Some(BUDGET_RETRY_AFTER_SECS);
-        e
+        .with_code("inflight_body_limit")
+        .with_retry_after(Some(BUDGET_RETRY_AFTER_SECS))
     }
 }
 
@@ -213,11 +210,12 @@ pub fn check_content_type(headers: &http::HeaderMap) -> Result<(), GatewayError>
     if mime == "application/json" || mime.ends_with("+json") || mime.is_empty() {
         return Ok(());
     }
-    let mut e = GatewayError::invalid_request(format!(
-        "unsupported content type {mime:?}: send the body as JSON with Content-Type: application/json"
-    ));
-    e.status = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-    Err(e)
+    Err(GatewayError::from_status(
+        http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "unsupported content type {mime:?}: send the body as JSON with Content-Type: application/json"
+        ),
+    ))
 }
 
 /// A client that sends its headers and then trickles (or withholds) the body is cut off after
@@ -256,12 +254,13 @@ pub async fn read_json_within<T: DeserializeOwned + Send + 'static>(
         collect_bounded(body, limit, declared, budget, &mut permit),
     );
     let Ok(collected) = read.await else {
-        let mut e = GatewayError::invalid_request(format!(
-            "the request body did not arrive within {} s",
-            BODY_READ_TIMEOUT.as_secs()
+        return Err(GatewayError::from_status(
+            http::StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
         ));
-        e.status = http::StatusCode::REQUEST_TIMEOUT;
-        return Err(e);
     };
     let bytes = collected?;
     if bytes.is_empty() {
@@ -328,16 +327,17 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
 
 impl<S, T> Service<Request<Body>> for JsonBodyService<S, T>
 where
-    S: Service<Request<T>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<T>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Error: Into<GatewayError>,
     S::Future: Send,
     T: DeserializeOwned + Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
@@ -347,28 +347,25 @@ where
         let limit = self.limit;
         let budget = self.budget.clone();
         Box::pin(async move {
-            let dialect = Dialect::of(&req);
             let declared = req
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            if let Err(e) = check_content_type(req.headers()) {
-                return Ok(dialect.error_response(&e));
-            }
+            check_content_type(req.headers())?;
             let (parts, body) = req.into_parts();
             match read_json_within::<T>(body, limit, declared, budget.as_ref()).await {
                 Ok((value, raw, permit)) => {
                     let mut req = Request::from_parts(parts, value);
                     req.extensions_mut().insert(BodySize(raw.len()));
                     req.extensions_mut().insert(RawBody(raw));
-                    let answer = inner.call(req).await;
+                    let answer = inner.call(req).await.map_err(Into::into);
                     // the body and what was built from it are gone by now (a stream keeps
                     // only the translated request): the bytes go back to the budget
                     drop(permit);
                     answer
                 }
-                Err(e) => Ok(dialect.error_response(&e)),
+                Err(e) => Err(e),
             }
         })
     }
@@ -385,7 +382,7 @@ mod tests {
         let err = read_json::<serde_json::Value>(stalled, 1024, None)
             .await
             .unwrap_err();
-        assert_eq!(err.status, http::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(err.status(), http::StatusCode::REQUEST_TIMEOUT);
     }
 
     #[tokio::test]
@@ -408,14 +405,14 @@ mod tests {
             read_json_within::<serde_json::Value>(Body::from("{}"), 4096, Some(500), Some(&budget))
                 .await
                 .unwrap_err();
-        assert_eq!(err.status, http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(err.kind, crate::error::ErrorKind::Overloaded);
-        assert_eq!(err.retry_after, Some(BUDGET_RETRY_AFTER_SECS));
-        assert_eq!(err.code.as_deref(), Some("inflight_body_limit"));
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Overloaded);
+        assert_eq!(err.retry_after(), Some(BUDGET_RETRY_AFTER_SECS));
+        assert_eq!(err.code().as_deref(), Some("inflight_body_limit"));
         assert!(
-            err.message.contains("MAX_INFLIGHT_BODY_BYTES"),
+            err.message().contains("MAX_INFLIGHT_BODY_BYTES"),
             "{}",
-            err.message
+            err.message()
         );
         // chunked (no length): counted as the bytes arrive
         let chunks = futures_util::stream::iter(vec![
@@ -430,7 +427,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(err.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         // what a refused body had taken went back
         assert_eq!(budget.available(), 200);
         // the first body arrives; its bytes stay taken while its permit lives
@@ -474,10 +471,10 @@ mod tests {
         let err = read_json::<serde_json::Value>(Body::from("x".repeat(2000)), 1024, None)
             .await
             .unwrap_err();
-        assert_eq!(err.status, http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
         let err = read_json::<serde_json::Value>(Body::empty(), 1024, Some(5000))
             .await
             .unwrap_err();
-        assert_eq!(err.status, http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

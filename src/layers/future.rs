@@ -1,5 +1,6 @@
-//! The response future of layers that either answer themselves (a rejection rendered in the
-//! request's dialect) or call the inner service: no allocation either way.
+//! The response future of layers that either refuse a request themselves (an error for the
+//! [`DialectLayer`](super::DialectLayer) above to render) or call the inner service: no
+//! allocation either way.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,42 +9,47 @@ use std::task::{Context, Poll};
 use http::Response;
 use pin_project::pin_project;
 
-use crate::api::Body;
+use crate::body::Body;
+use crate::error::GatewayError;
 
-/// Either the inner service's future or a ready response.
+/// Either the inner service's future or a refusal.
 #[pin_project(project = Proj)]
+#[derive(Debug)]
 pub enum ResponseFuture<F> {
+    /// The request went on to the inner service.
     Inner {
         #[pin]
         fut: F,
     },
-    Rejected {
-        resp: Option<Response<Body>>,
-    },
+    /// The layer refused the request.
+    Rejected { error: Option<GatewayError> },
 }
 
 impl<F> ResponseFuture<F> {
+    /// The inner service's answer.
     pub fn inner(fut: F) -> Self {
         ResponseFuture::Inner { fut }
     }
 
-    pub fn rejected(resp: Response<Body>) -> Self {
-        ResponseFuture::Rejected { resp: Some(resp) }
+    /// A refusal.
+    pub fn rejected(error: GatewayError) -> Self {
+        ResponseFuture::Rejected { error: Some(error) }
     }
 }
 
 impl<F, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<Body>, E>>,
+    E: Into<GatewayError>,
 {
-    type Output = Result<Response<Body>, E>;
+    type Output = Result<Response<Body>, GatewayError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            Proj::Inner { fut } => fut.poll(cx),
+            Proj::Inner { fut } => fut.poll(cx).map_err(Into::into),
             // polled again after completion: stay pending, as futures may
-            Proj::Rejected { resp } => match resp.take() {
-                Some(r) => Poll::Ready(Ok(r)),
+            Proj::Rejected { error } => match error.take() {
+                Some(e) => Poll::Ready(Err(e)),
                 None => Poll::Pending,
             },
         }

@@ -127,18 +127,13 @@ impl RetryCause {
 
     /// The cause of retrying after `e` (an error the retry policy retries).
     pub fn of(e: &crate::kiro::Error) -> RetryCause {
-        use crate::kiro::Error;
-        match e {
-            Error::FirstByteTimeout(_) => RetryCause::FirstTokenTimeout,
-            Error::Status(s) if s.status == http::StatusCode::TOO_MANY_REQUESTS => {
-                RetryCause::Throttle
-            }
-            Error::Status(_) => RetryCause::ServerError,
-            _ => match e.stream_exception() {
-                Some(x) if x.kind.to_ascii_lowercase().contains("throttl") => RetryCause::Throttle,
-                Some(_) => RetryCause::ServerError,
-                None => RetryCause::Connect,
-            },
+        use crate::kiro::Failure;
+        match e.failure() {
+            Failure::Timeout => RetryCause::FirstTokenTimeout,
+            Failure::Throttle(_) => RetryCause::Throttle,
+            Failure::InvalidToken => RetryCause::InvalidToken,
+            Failure::Transient => RetryCause::Connect,
+            _ => RetryCause::ServerError,
         }
     }
 }
@@ -756,7 +751,7 @@ where
             let message = parts
                 .extensions
                 .get::<crate::error::GatewayError>()
-                .map(|e| e.message.clone())
+                .map(|e| e.message().to_owned())
                 .unwrap_or_else(|| {
                     parts
                         .status

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod future;
 pub mod metrics;
 pub mod model;
+pub mod respond;
 pub mod retry;
 pub mod translate;
 
@@ -22,6 +23,7 @@ pub use capture::{CaptureConfig, DebugCaptureLayer, DebugMode};
 pub use decode::{BodyBudget, BodySize, JsonBodyLayer, RawBody};
 pub use metrics::{Metrics, MetricsLayer, RequestRecord};
 pub use model::{ModelNameLayer, ModelRequest};
+pub use respond::DialectLayer;
 pub use retry::{KiroAuthLayer, RetryConfig, RetryLayer};
 pub use translate::{DialectApi, TranslateConfig, TranslateLayer};
 
@@ -62,20 +64,22 @@ pub type ChatService = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 /// 0. [`MetricsLayer`] (when [`StackParts::metrics`] is set): the request counted and timed
 ///    by route, dialect, model, status, account and client key name when its body ends; the
 ///    layers below fill in its [`RequestRecord`];
-/// 1. [`ApiKeyLayer`]: the client's key, checked in constant time before the body is read;
-/// 2. [`JsonBodyLayer`]: the body read once (bounded: 413 past `MAX_BODY_BYTES`; 503 when the
+/// 1. [`DialectLayer`]: the request marked with its dialect; every error of the layers below
+///    (they return them as `Err`) rendered in that dialect's shape, here and nowhere else;
+/// 2. [`ApiKeyLayer`]: the client's key, checked in constant time before the body is read;
+/// 3. [`JsonBodyLayer`]: the body read once (bounded: 413 past `MAX_BODY_BYTES`; 503 when the
 ///    bodies in flight hold `MAX_INFLIGHT_BODY_BYTES`) and parsed into the dialect's request
 ///    type (bad JSON: 400 in the dialect's shape);
-/// 3. [`DebugCaptureLayer`]: per-request debug files (`DEBUG_MODE`), off by default;
-/// 4. [`ModelNameLayer`]: the client's model name resolved to a Kiro model id;
-/// 5. [`TranslateLayer`]: dialect request → Kiro request, Kiro events → dialect SSE or JSON;
-/// 6. [`RetryLayer`]: 429/5xx/connect errors and first-token timeouts retried with backoff,
+/// 4. [`DebugCaptureLayer`]: per-request debug files (`DEBUG_MODE`), off by default;
+/// 5. [`ModelNameLayer`]: the client's model name resolved to a Kiro model id;
+/// 6. [`TranslateLayer`]: dialect request → Kiro request, Kiro events → dialect SSE or JSON;
+/// 7. [`RetryLayer`]: 429/5xx/connect errors and first-token timeouts retried with backoff,
 ///    never once anything reached the client;
-/// 7. [`AccountPool`]: the account for each attempt (stickiness, failover to another account
+/// 8. [`AccountPool`]: the account for each attempt (stickiness, failover to another account
 ///    before the first event, cool-downs); each account has its own
-/// 8. [`KiroAuthLayer`]: the current access token on every attempt, one forced refresh on a
+/// 9. [`KiroAuthLayer`]: the current access token on every attempt, one forced refresh on a
 ///    stale-token 403;
-/// 9. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
+/// 10. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
 ///
 /// The generic tower-http layers (request ids, sensitive headers, tracing, panic catching) go
 /// around the router, see [`crate::server::router`].
@@ -88,7 +92,7 @@ where
 }
 
 /// [`gateway_stack`] over another upstream service than the account pool (an in-process fake
-/// for benches, a recording wrapper): layers 0 to 6 over `upstream`, which puts the
+/// for benches, a recording wrapper): layers 0 to 7 over `upstream`, which puts the
 /// credentials on the request itself.
 pub fn gateway_stack_over<D, S>(parts: &StackParts, upstream: S) -> ChatService
 where
@@ -110,6 +114,7 @@ where
         .map(|m| MetricsLayer::new(m, D::ROUTE, D::DIALECT));
     let svc = ServiceBuilder::new()
         .option_layer(metrics)
+        .layer(DialectLayer::new(D::DIALECT))
         .layer(parts.api_keys.clone())
         .layer(match &parts.body_budget {
             Some(b) => JsonBodyLayer::<D::Request>::new(parts.body_limit).with_budget(b.clone()),

@@ -3,7 +3,6 @@
 //! name is a 400 in the request's dialect that lists the closest known names (or, when the
 //! catalogue is configured to, it is passed through unchanged).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use crate::api::{Body, Dialect};
+use crate::api::Body;
 use crate::error::GatewayError;
 pub use crate::models::{ModelCatalog, ResolvedModel};
 
@@ -70,15 +69,16 @@ pub struct ModelNameService<S> {
 
 impl<S, T> Service<Request<T>> for ModelNameService<S>
 where
-    S: Service<Request<T>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<T>, Response = Response<Body>>,
+    S::Error: Into<GatewayError>,
     T: ModelRequest,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
+    type Error = GatewayError;
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<T>) -> Self::Future {
@@ -100,7 +100,7 @@ where
                 ))
                 .with_param("model")
                 .with_code("model_not_found");
-                ResponseFuture::rejected(Dialect::of(&req).error_response(&err))
+                ResponseFuture::rejected(err)
             }
         }
     }

@@ -187,13 +187,13 @@ where
                         );
                         Duration::ZERO
                     }
-                    e if e.is_retryable() || is_retryable_stream_error(e) => {
+                    e if e.failure().is_retryable() => {
                         status_failures += 1;
                         if status_failures >= cfg.max_attempts.max(1) {
                             return Err(err);
                         }
-                        let hint = match e {
-                            Error::Status(s) => s.retry_after,
+                        let hint = match e.failure() {
+                            crate::kiro::Failure::Throttle(h) => h,
                             _ => None,
                         };
                         let computed = delays.next_backoff_duration(cfg.max_delay);
@@ -230,14 +230,6 @@ where
 /// start), in the attempt's extensions; the retry layer abandons the attempt then.
 #[derive(Debug, Clone, Copy)]
 pub struct FirstTokenDeadline(pub tokio::time::Instant);
-
-/// An exception frame that arrived before any event: transient kinds are retried.
-fn is_retryable_stream_error(e: &Error) -> bool {
-    e.stream_exception().is_some_and(|x| {
-        let k = x.kind.to_ascii_lowercase();
-        k.contains("throttl") || k.contains("internalserver") || k.contains("serviceunavailable")
-    })
-}
 
 trait NextDuration {
     fn next_backoff_duration(&mut self, cap: Duration) -> Duration;
@@ -515,7 +507,7 @@ mod tests {
                     assert!(
                         matches!(&e, Error::Status(s) if s.retry_after == Some(Duration::from_secs(30)))
                     );
-                    assert_eq!(crate::error::GatewayError::from(e).retry_after, Some(30));
+                    assert_eq!(crate::error::GatewayError::from(e).retry_after(), Some(30));
                 }
             }
         }
@@ -563,6 +555,6 @@ mod tests {
         assert!(matches!(err, Error::FirstByteTimeout(_)));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         let g = crate::error::GatewayError::from(err);
-        assert_eq!(g.status, 504);
+        assert_eq!(g.status(), 504);
     }
 }

@@ -7,7 +7,6 @@
 //! [`MODEL_HEADER`] (`x-kiro-model`) with the upstream model id that served it. A dialect plugs
 //! in by implementing [`DialectApi`]; nothing else is dialect-specific.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -464,15 +463,11 @@ where
     S::Future: Send,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // the Kiro services below are always ready; a failure would surface in call
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
-        }
+        self.inner.poll_ready(cx).map_err(GatewayError::from)
     }
 
     fn call(&mut self, req: Request<D::Request>) -> Self::Future {
@@ -482,11 +477,12 @@ where
         Box::pin(async move {
             let (parts, mut body) = req.into_parts();
             D::bind(&mut body, &cfg);
-            let resolved = parts
-                .extensions
-                .get::<ResolvedModel>()
-                .cloned()
-                .unwrap_or_else(|| ResolvedModel::unknown(D::model(&body)));
+            let Some(resolved) = parts.extensions.get::<ResolvedModel>().cloned() else {
+                return Err(GatewayError::missing_context(
+                    "the resolved model (ResolvedModel)",
+                    "ModelNameLayer",
+                ));
+            };
             let capture = parts.extensions.get::<CaptureHandle>().cloned();
             let record = parts.extensions.get::<RequestRecord>().cloned();
             if let Some(r) = &record {
@@ -537,26 +533,16 @@ where
                     let prepared = prepare::<D>(&body, &resolved, &cfg);
                     (body, prepared)
                 });
-                match work.await {
-                    Ok(done) => done,
-                    Err(e) => {
-                        let e = GatewayError::internal(format!(
-                            "the translation of the request failed: {e}"
-                        ));
-                        return Ok(D::DIALECT.error_response(&e));
-                    }
-                }
+                work.await.map_err(|e| {
+                    GatewayError::internal(format!("the translation of the request failed: {e}"))
+                })?
             } else {
                 let prepared = prepare::<D>(&body, &resolved, &cfg);
                 (body, prepared)
             };
             let prepared = match prepared {
                 Ok(x) => x,
-                Err(e) => {
-                    return Ok(
-                        D::failure(&body, &e).unwrap_or_else(|| D::DIALECT.error_response(&e))
-                    )
-                }
+                Err(e) => return D::failure(&body, &e).ok_or(e),
             };
             let (bytes, estimate) = (prepared.body.clone(), prepared.prompt_estimate);
             if let Some(c) = &capture {
@@ -590,9 +576,7 @@ where
                         c.log(&format!("upstream failed: {e}"));
                     }
                     let e = GatewayError::from(e);
-                    return Ok(
-                        D::failure(&body, &e).unwrap_or_else(|| D::DIALECT.error_response(&e))
-                    );
+                    return D::failure(&body, &e).ok_or(e);
                 }
             };
             let events = match capture {
@@ -626,14 +610,14 @@ where
                     Some(r) => {
                         let r = r.clone();
                         sse.on_failure(Box::new(move |e: &GatewayError| {
-                            r.set_stream_failure(e.status.as_u16(), &e.message)
+                            r.set_stream_failure(e.status().as_u16(), e.message())
                         }))
                     }
                     None => sse,
                 };
                 sse.into_response()
             } else {
-                fold(events, D::folder(&body, meta), D::DIALECT).await
+                fold(events, D::folder(&body, meta)).await?
             };
             if let Some(v) = served_by {
                 response.headers_mut().insert(MODEL_HEADER, v);
@@ -709,8 +693,10 @@ mod tests {
             );
             let mut req = Request::new(body.clone());
             req.extensions_mut().insert(crate::layers::BodySize(size));
-            let resp = svc.oneshot(req).await.unwrap();
-            assert_eq!(resp.status(), 400);
+            req.extensions_mut()
+                .insert(ResolvedModel::unknown("claude-sonnet-4-5"));
+            let err = svc.oneshot(req).await.unwrap_err();
+            assert_eq!(err.status(), 400);
             let ran_on = RAN_ON.lock().unwrap().take().unwrap();
             assert_eq!(ran_on != worker, off_worker, "body of {size} bytes");
         }
@@ -730,15 +716,15 @@ mod tests {
         let Err(e) = prepare::<OpenAiChat>(&body, &resolved, &cfg) else {
             panic!("accepted")
         };
-        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+        assert_eq!(e.code().as_deref(), Some("context_length_exceeded"));
         // (the floor counts the text and the system prompt; the serialised request is larger)
         let floor: usize = e
-            .message
+            .message()
             .strip_prefix("prompt is too long: the conversation is at least ")
             .and_then(|rest| rest.split(' ').next())
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{}", e.message));
-        assert!((5000..6000).contains(&floor), "{}", e.message);
+            .unwrap_or_else(|| panic!("{}", e.message()));
+        assert!((5000..6000).contains(&floor), "{}", e.message());
     }
 
     #[test]

@@ -374,7 +374,7 @@ mod tests {
     fn refuses_what_anthropic_refuses() {
         let no_max = req(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}));
         let e = to_conversation(&no_max, true).unwrap_err();
-        assert!(e.message.contains("max_tokens"));
+        assert!(e.message().contains("max_tokens"));
         assert!(
             to_conversation(&no_max, false).is_ok(),
             "count_tokens has no max_tokens"
@@ -388,7 +388,7 @@ mod tests {
             {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]}),
         );
         assert_eq!(
-            to_conversation(&url, true).unwrap_err().message,
+            to_conversation(&url, true).unwrap_err().message(),
             "messages[0].content[0]: URL image sources are not supported; send the image as base64"
         );
     }

@@ -4,37 +4,15 @@ pub mod convert;
 pub mod stream;
 pub mod types;
 
-use serde_json::{json, Value};
-
 pub use convert::to_conversation;
 pub use stream::{ChatEncoder, ChatFolder};
 
 use crate::api::ResponseMeta;
 pub use types::ChatCompletionRequest;
 
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::GatewayError;
 
-/// `{"error":{"message","type","param","code"}}`
-pub fn error_json(e: &GatewayError) -> Value {
-    let kind = match e.kind {
-        ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::RequestTooLarge => {
-            "invalid_request_error"
-        }
-        ErrorKind::Authentication => "authentication_error",
-        ErrorKind::Permission => "permission_error",
-        ErrorKind::RateLimit => "rate_limit_error",
-        ErrorKind::Overloaded | ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Internal => {
-            "api_error"
-        }
-    };
-    // OpenAI reports a used-up quota with type and code `insufficient_quota`
-    let kind = if e.code.as_deref() == Some("insufficient_quota") {
-        "insufficient_quota"
-    } else {
-        kind
-    };
-    json!({"error": {"message": e.message, "type": kind, "param": e.param, "code": e.code}})
-}
+pub use crate::dialect::openai_error_json as error_json;
 
 /// Marker type that plugs the OpenAI chat dialect into the translation layer.
 #[derive(Debug, Clone, Copy, Default)]

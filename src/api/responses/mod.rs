@@ -241,12 +241,12 @@ impl crate::layers::translate::DialectApi for OpenAiResponses {
         err: &GatewayError,
     ) -> Option<http::Response<crate::api::Body>> {
         use crate::error::ErrorKind as K;
-        let fits = err.code.as_deref() == Some("context_length_exceeded")
+        let fits = err.code() == Some("context_length_exceeded")
             || matches!(
-                err.kind,
+                err.kind(),
                 K::RateLimit | K::Overloaded | K::Upstream | K::Timeout
             );
-        if !req.stream || !fits || err.code.as_deref() == Some("insufficient_quota") {
+        if !req.stream || !fits || err.code() == Some("insufficient_quota") {
             return None;
         }
         let meta = ResponseMeta {
@@ -256,10 +256,13 @@ impl crate::layers::translate::DialectApi for OpenAiResponses {
             usage: crate::api::usage::UsageTracker::new(0, 0),
         };
         let mut enc = ResponsesEncoder::new(stream::Shape::of(req), meta);
-        let mut e = err.clone();
-        if let (K::RateLimit, Some(s)) = (e.kind, e.retry_after) {
-            e.message = format!("{} Please try again in {s}s.", e.message);
-        }
+        let e = match (err.kind(), err.retry_after()) {
+            (K::RateLimit, Some(s)) => {
+                let m = format!("{} Please try again in {s}s.", err.message());
+                err.clone().with_message(m)
+            }
+            _ => err.clone(),
+        };
         let mut out = Vec::new();
         crate::api::Encoder::on_error(&mut enc, e, &mut out);
         let body: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();

@@ -483,7 +483,7 @@ impl ResponsesEncoder {
 
 /// `error.code` of a failed response, in the words Codex acts on.
 fn failure_code(e: &GatewayError) -> &'static str {
-    match (e.kind, e.code.as_deref()) {
+    match (e.kind(), e.code()) {
         (_, Some("context_length_exceeded")) => "context_length_exceeded",
         (_, Some("insufficient_quota")) => "insufficient_quota",
         (ErrorKind::RateLimit, _) => "rate_limit_exceeded",
@@ -655,7 +655,7 @@ impl Encoder for ResponsesEncoder {
         self.start(out);
         self.close_item(true, out);
         let mut r = self.response("failed");
-        r["error"] = json!({"code": failure_code(&err), "message": err.message});
+        r["error"] = json!({"code": failure_code(&err), "message": err.message()});
         self.ev("response.failed", json!({"response": r}), out);
     }
 
