@@ -195,7 +195,8 @@ async fn health_is_503_while_refreshes_fail_and_recovers_when_the_source_is_fixe
         &path,
         &json!({"accessToken": access, "refreshToken": refresh, "expiresAt": in_secs(3600)}),
     );
-    // past the token manager's failure cool-down (2 s)
+    // past the token manager's failure cool-down (2 s): the cool-down is the behaviour under
+    // test, not a writer to wait for (the file above is already written)
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (s, health) = get_json(&r, "/health").await;
     assert_eq!(s, 200, "{health}");
@@ -305,6 +306,7 @@ async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only(
         let conn = rusqlite::Connection::open(&db_path).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         locked_tx.send(()).unwrap();
+        // the lock held for 4 s is the situation under test, not a wait for a writer
         std::thread::sleep(Duration::from_secs(4));
         conn.execute_batch("COMMIT").unwrap();
     });
@@ -320,16 +322,17 @@ async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only(
         "it waited for the lock: {took:?}"
     );
     assert_eq!(r.mock.oidc_refreshes(), refreshes + 1);
+    assert!(
+        r.gateway.parts.tokens.status().unsaved_rotation,
+        "the write-back failed while the database was locked"
+    );
     holder.join().unwrap();
     // the rotation could not be written while the database was locked: it is, once it is not
-    let mut on_disk = common::cli_token(&db);
-    for _ in 0..100 {
-        if on_disk["refresh_token"] == "mock-refresh-2" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        on_disk = common::cli_token(&db);
-    }
+    // the background retry (1 s, then 2 s, ...) writes it once the lock is gone
+    tokio::time::timeout(Duration::from_secs(10), r.gateway.parts.tokens.wait_saved())
+        .await
+        .expect("the rotation was written back within 10 s of the lock going");
+    let on_disk = common::cli_token(&db);
     assert_eq!(on_disk["refresh_token"], "mock-refresh-2");
     assert_eq!(on_disk["access_token"], "mock-access-2");
     assert_eq!(on_disk["region"], "us-east-1");
