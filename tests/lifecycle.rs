@@ -12,6 +12,8 @@ use kiro_gateway::server::{serve, Gateway, ServeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+
 struct Server {
     addr: std::net::SocketAddr,
     mock: MockKiro,
@@ -189,6 +191,8 @@ async fn kept_alive_connections_serve_the_next_request_and_close_when_idle() {
             .unwrap()
             .unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // an idle pause between requests on the kept-alive connection: the behaviour under
+        // test, not a wait for a writer
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // then idle: closed once the header timeout has run from the end of the last answer
@@ -246,7 +250,17 @@ async fn connections_past_max_connections_are_closed_at_once_and_counted() {
     // two silent connections take both slots
     let a = tokio::net::TcpStream::connect(addr).await.unwrap();
     let b = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // the server has accepted both (its gauge is set as it takes a slot)
+    common::eventually(
+        "the gateway to accept the two silent connections",
+        Duration::from_secs(2),
+        || {
+            gw.metrics
+                .render()
+                .contains("kiro_gateway_connections_open 2\n")
+        },
+    )
+    .await;
     // the third is closed at once, long before the 10 s header timeout
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     let got = closed_within(&mut third, Duration::from_secs(2)).await;
@@ -259,7 +273,16 @@ async fn connections_past_max_connections_are_closed_at_once_and_counted() {
     assert!(text.contains("kiro_gateway_connections_open 2\n"), "{text}");
     // once they go, the slots are free again
     drop((a, b));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::eventually(
+        "the gateway to close the two dropped connections",
+        Duration::from_secs(2),
+        || {
+            gw.metrics
+                .render()
+                .contains("kiro_gateway_connections_open 0\n")
+        },
+    )
+    .await;
     let r = client()
         .request(
             http::Request::get(format!("http://{addr}/health"))
@@ -309,6 +332,7 @@ fn sigterm_stops_the_binary_with_exit_code_zero() {
             break;
         }
         assert!(attempt < 500, "did not exit after SIGTERM");
+        // polls the child's exit (a blocking test, no runtime for `common::eventually`)
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -205,14 +205,11 @@ async fn a_crashed_lock_holder_does_not_wedge_and_a_hung_one_times_out() {
         .args(["sleep", "20"])
         .spawn()
         .expect("flock(1) from util-linux");
-    let t0 = tokio::time::Instant::now();
-    while SourceLock::acquire(&src, Duration::ZERO).await.is_held() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "flock never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let src_ref = &src;
+    common::eventually_async("flock(1) to take the lock", Duration::from_secs(5), || async {
+        !SourceLock::acquire(src_ref, Duration::ZERO).await.is_held()
+    })
+    .await;
     // a hung holder: the refresh waits for the timeout, then goes ahead without the lock
     let tm = manager(
         &mock,
@@ -251,6 +248,28 @@ async fn a_crashed_lock_holder_does_not_wedge_and_a_hung_one_times_out() {
     }
 }
 
+#[tokio::test]
+async fn wait_saved_returns_at_once_when_the_rotation_is_already_written() {
+    let mock = MockKiro::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiro-auth-token.json");
+    write_json(
+        &path,
+        &json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
+    );
+    let tm = json_manager(&mock, &path);
+    assert_eq!(
+        tm.access_token().await.unwrap().token.expose(),
+        "mock-access-1"
+    );
+    // the write-back happened inside the refresh: nothing is left to wait for
+    assert!(!tm.status().unsaved_rotation);
+    tokio::time::timeout(Duration::from_millis(100), tm.wait_saved())
+        .await
+        .expect("nothing unsaved: wait_saved must not wait");
+    assert_eq!(read_json(&path)["refreshToken"], "mock-refresh-1");
+}
+
 // ---------------------------------------------------------------------------------------------
 // refused refresh: re-read and retry; a still-valid token keeps serving
 
@@ -279,6 +298,7 @@ async fn a_refused_refresh_rereads_the_file_and_retries_with_what_is_there() {
         );
     };
     let ours = async {
+        // lets the IDE's refresh start first: the race under test, not a wait for a writer
         tokio::time::sleep(Duration::from_millis(50)).await;
         tm.access_token().await
     };
@@ -459,6 +479,7 @@ async fn sqlite_readonly_never_writes() {
         json!({"access_token": "old", "refresh_token": "mock-refresh-0", "expires_at": in_secs(-5)}),
     );
     let before = snapshot(dir.path());
+    // so that any later write gets a different mtime: not a wait for a writer
     tokio::time::sleep(Duration::from_millis(20)).await;
     let tm = db_manager(&mock, &db, true);
     let t = tm.access_token().await.unwrap();

@@ -393,10 +393,12 @@ async fn dropping_the_event_stream_closes_the_upstream_body() {
     assert!(matches!(first, Some(Ok(_))));
     assert_eq!(mock.open_streams(), 1);
     drop(events);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while mock.open_streams() != 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::eventually(
+        "the mock to see the connection go away",
+        Duration::from_millis(500),
+        || mock.open_streams() == 0,
+    )
+    .await;
     assert_eq!(
         mock.open_streams(),
         0,

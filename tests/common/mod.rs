@@ -334,3 +334,37 @@ pub fn write_json(path: &std::path::Path, v: &Value) {
 pub fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// Poll `done` every 2 ms until it holds, for state a background task writes (a counter, a
+/// debug file, a closed stream): no fixed sleep that is too short on a busy machine and too
+/// long on an idle one. Fails naming `what` after `timeout`; returns how long it took.
+pub async fn eventually(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        if done() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < timeout, "waited {timeout:?} for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// [`eventually`] for a condition that must itself await.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl FnMut() -> F,
+) -> std::time::Duration {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        if done().await {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < timeout, "waited {timeout:?} for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
