@@ -69,13 +69,11 @@ async fn no_secret_in_logs_errors_or_debug_files() {
     std::fs::write(&oidc_file, json!({"refreshToken": "mock-refresh-0", "clientId": "mock-client-id", "clientSecret": "mock-client-secret"}).to_string()).unwrap();
     for file in [desktop_file, oidc_file] {
         let dd = debug_dir.path().to_path_buf();
-        let r = start_with(MockConfig::default(), move |c| {
+        let r = common::start_on_creds_file(MockConfig::default(), &file, move |c| {
             c.debug_mode = "all".into();
             c.debug_dir = dd;
             c.debug_keep = 1000;
             c.log_level = "trace".into();
-            c.refresh_token = None;
-            c.kiro_creds_file = Some(file);
             c.retry_base_delay_ms = 1;
         })
         .await;
@@ -178,7 +176,13 @@ async fn no_secret_in_logs_errors_or_debug_files() {
     let folders = || {
         std::fs::read_dir(debug_dir.path())
             .unwrap()
-            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count()
     };
     common::eventually(
