@@ -2,25 +2,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
 
-fn gateway(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiro-gateway"));
-    // a clean environment and an empty working directory: no .env, no config.toml
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .current_dir(dir)
-        .stdin(Stdio::null());
-    c
-}
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
 
 #[test]
 fn without_credentials_it_explains_the_four_ways_and_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let out = gateway(dir.path()).args(["--port", "0"]).output().unwrap();
+    let out = common::binary_in(dir.path())
+        .args(["--port", "0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for s in [
@@ -36,7 +30,7 @@ fn without_credentials_it_explains_the_four_ways_and_fails() {
 #[test]
 fn refuses_a_public_address_without_a_key() {
     let dir = tempfile::tempdir().unwrap();
-    let out = gateway(dir.path())
+    let out = common::binary_in(dir.path())
         .args(["--host", "0.0.0.0", "--port", "0", "--demo"])
         .output()
         .unwrap();
@@ -52,7 +46,10 @@ fn an_unknown_config_key_is_an_error_naming_it() {
         "port = 0\nprxy_api_key = \"x\"\n",
     )
     .unwrap();
-    let out = gateway(dir.path()).arg("--demo").output().unwrap();
+    let out = common::binary_in(dir.path())
+        .arg("--demo")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("prxy_api_key"));
 }
@@ -92,7 +89,7 @@ fn post(addr: &str, path: &str, body: &str) -> String {
 #[test]
 fn demo_starts_offline_prints_a_curl_line_and_answers_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = gateway(dir.path())
+    let mut child = common::binary_in(dir.path())
         .args(["--demo", "--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{in_secs, read_json, start_with, write_json, Running};
+use common::{creds_file, in_secs, read_json, start_with, write_json, Running};
 use http::StatusCode;
 use kiro_gateway::config::Config;
 use kiro_gateway::mock::{MockConfig, MockKiro};
@@ -21,19 +21,9 @@ const REFUSED: &str = kiro_gateway::kiro::KIRO_CREDENTIALS_REFUSED;
 
 /// A refresh through the mock's desktop endpoint, as the Kiro IDE does it: (access, refresh).
 async fn ide_refresh(mock: &MockKiro, refresh: &str) -> (String, String) {
-    let req = http::Request::post(format!("{}/refreshToken", mock.url()))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            json!({"refreshToken": refresh}).to_string(),
-        )))
-        .unwrap();
-    let (status, _, body) = common::http().call_json(req).await.unwrap();
-    assert!(status.is_success(), "the IDE's refresh was refused");
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    (
-        v["accessToken"].as_str().unwrap().to_owned(),
-        v["refreshToken"].as_str().unwrap().to_owned(),
-    )
+    common::ide_refresh(mock, refresh)
+        .await
+        .expect("the IDE's refresh was refused")
 }
 
 fn openai_body() -> Value {
@@ -50,12 +40,9 @@ async fn get_json(r: &Running, path: &str) -> (StatusCode, Value) {
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
-/// A gateway on the JSON credentials file `path`.
+/// A gateway on the JSON credentials file `path`, without fake reasoning.
 async fn on_file(path: &Path, tweak: impl FnOnce(&mut Config)) -> Running {
-    let path = path.to_path_buf();
-    start_with(MockConfig::default(), move |c: &mut Config| {
-        c.refresh_token = None;
-        c.kiro_creds_file = Some(path);
+    common::start_on_creds_file(MockConfig::default(), path, |c: &mut Config| {
         c.fake_reasoning = false;
         tweak(c);
     })
@@ -105,10 +92,9 @@ async fn an_out_of_range_expires_in_is_clamped_to_a_day_and_nothing_answers_500(
 #[tokio::test]
 async fn a_refused_refresh_is_a_503_in_the_dialect_without_any_path() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
-    write_json(
-        &path,
-        &json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z"}),
+    let path = creds_file(
+        dir.path(),
+        json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z"}),
     );
     let r = on_file(&path, |_| {}).await;
     r.mock.revoke_access_tokens();
@@ -152,10 +138,9 @@ async fn a_refused_refresh_is_a_503_in_the_dialect_without_any_path() {
 #[tokio::test]
 async fn health_is_503_while_refreshes_fail_and_recovers_when_the_source_is_fixed() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
-    write_json(
-        &path,
-        &json!({"accessToken": "dead", "refreshToken": "mock-refresh-0",
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "dead", "refreshToken": "mock-refresh-0",
                 "expiresAt": "2020-01-01T00:00:00.000Z"}),
     );
     // nothing listens on port 1: every refresh fails in transit
@@ -195,7 +180,8 @@ async fn health_is_503_while_refreshes_fail_and_recovers_when_the_source_is_fixe
         &path,
         &json!({"accessToken": access, "refreshToken": refresh, "expiresAt": in_secs(3600)}),
     );
-    // past the token manager's failure cool-down (2 s)
+    // past the token manager's failure cool-down (2 s): the cool-down is the behaviour under
+    // test, not a writer to wait for (the file above is already written)
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (s, health) = get_json(&r, "/health").await;
     assert_eq!(s, 200, "{health}");
@@ -214,11 +200,10 @@ async fn health_is_503_while_refreshes_fail_and_recovers_when_the_source_is_fixe
 #[tokio::test]
 async fn an_adopted_token_that_is_refused_leads_to_a_real_refresh_in_the_same_request() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
     // the gateway starts on a token the IDE got (A1, R1)
-    write_json(
-        &path,
-        &json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z",
+    let path = creds_file(
+        dir.path(),
+        json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z",
                 "provider": "Github"}),
     );
     let r = on_file(&path, |_| {}).await;
@@ -305,6 +290,7 @@ async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only(
         let conn = rusqlite::Connection::open(&db_path).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         locked_tx.send(()).unwrap();
+        // the lock held for 4 s is the situation under test, not a wait for a writer
         std::thread::sleep(Duration::from_secs(4));
         conn.execute_batch("COMMIT").unwrap();
     });
@@ -320,16 +306,17 @@ async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only(
         "it waited for the lock: {took:?}"
     );
     assert_eq!(r.mock.oidc_refreshes(), refreshes + 1);
+    assert!(
+        r.gateway.parts.tokens.status().unsaved_rotation,
+        "the write-back failed while the database was locked"
+    );
     holder.join().unwrap();
     // the rotation could not be written while the database was locked: it is, once it is not
-    let mut on_disk = common::cli_token(&db);
-    for _ in 0..100 {
-        if on_disk["refresh_token"] == "mock-refresh-2" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        on_disk = common::cli_token(&db);
-    }
+    // the background retry (1 s, then 2 s, ...) writes it once the lock is gone
+    tokio::time::timeout(Duration::from_secs(10), r.gateway.parts.tokens.wait_saved())
+        .await
+        .expect("the rotation was written back within 10 s of the lock going");
+    let on_disk = common::cli_token(&db);
     assert_eq!(on_disk["refresh_token"], "mock-refresh-2");
     assert_eq!(on_disk["access_token"], "mock-access-2");
     assert_eq!(on_disk["region"], "us-east-1");
@@ -343,10 +330,9 @@ async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only(
 #[tokio::test]
 async fn a_write_back_cut_short_is_recovered_from_its_temp_file_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
-    write_json(
-        &path,
-        &json!({"accessToken": "old", "refreshToken": "spent-0",
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "old", "refreshToken": "spent-0",
                 "expiresAt": "2020-01-01T00:00:00.000Z", "provider": "Github"}),
     );
     let set_mtime = |p: &Path, t: SystemTime| {
@@ -383,10 +369,7 @@ async fn a_write_back_cut_short_is_recovered_from_its_temp_file_at_start() {
         initial_access_token: Some("access-1".into()),
         ..Default::default()
     };
-    let file = path.clone();
-    let r = start_with(mock_cfg, move |c: &mut Config| {
-        c.refresh_token = None;
-        c.kiro_creds_file = Some(file);
+    let r = common::start_on_creds_file(mock_cfg, &path, |c: &mut Config| {
         c.fake_reasoning = false;
     })
     .await;
@@ -457,9 +440,7 @@ fn spawn_binary(dir: &Path, creds: &Path, mock: &MockKiro, uid: Option<u32>) -> 
 #[cfg(unix)]
 async fn chat_binary(b: &Binary) -> (StatusCode, String) {
     use http_body_util::BodyExt;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+    let client = common::http_client();
     let req = http::Request::post(format!("{}/v1/chat/completions", b.url))
         .header("authorization", "Bearer test-key")
         .header("content-type", "application/json")
@@ -482,10 +463,9 @@ async fn a_read_only_folder_gets_the_rotated_token_written_in_place_and_it_survi
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let folder = dir.path().join("sso-cache");
     std::fs::create_dir(&folder).unwrap();
-    let creds = folder.join("kiro-auth-token.json");
-    write_json(
-        &creds,
-        &json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z",
+    let creds = creds_file(
+        &folder,
+        json!({"refreshToken": "mock-refresh-0", "expiresAt": "2020-01-01T00:00:00.000Z",
                 "provider": "Github"}),
     );
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -3,11 +3,17 @@
 //! metadata payload, tool use (arguments cut inside escapes) and an error mid-stream, compared event by event as parsed JSON. Response ids and timestamps
 //! are masked; everything else (event order, block indexes, deltas, stop reasons, usage) must
 //! match `tests/fixtures/*.json` exactly. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites
-//! the fixtures (review the diff before committing it).
+//! the fixtures (review the diff before committing it). Never in CI: with `CI` set,
+//! `UPDATE_GOLDEN` fails the tests instead (see [`golden_mode`]), and `.ci/run` also fails when a
+//! fixture differs from the commit after the tests. A missing fixture is a failure, not a new
+//! file, unless `UPDATE_GOLDEN` is set outside CI.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
 
 use common::start;
 use kiro_gateway::mock::{Fault, MockEvent, Reply, Script};
@@ -144,19 +150,144 @@ fn parse_sse(body: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-fn check(name: &str, got: Vec<Value>) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("{name}.json"));
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
-        return;
+/// What [`check`] does with a fixture.
+#[derive(Debug, PartialEq, Eq)]
+enum GoldenMode {
+    /// Compare with the fixture; a missing fixture is a failure.
+    Compare,
+    /// Write the fixture from what the gateway sent (`UPDATE_GOLDEN` outside CI).
+    Rewrite,
+    /// Fail: `UPDATE_GOLDEN` is set in CI, where golden files are never rewritten.
+    Refuse,
+}
+
+/// The mode for the values of `UPDATE_GOLDEN` and `CI` (set or not; any value counts, as
+/// CI services set `CI=true` or `CI=1`).
+fn golden_mode(update_golden: Option<&OsStr>, ci: Option<&OsStr>) -> GoldenMode {
+    match (update_golden.is_some(), ci.is_some()) {
+        (false, _) => GoldenMode::Compare,
+        (true, false) => GoldenMode::Rewrite,
+        (true, true) => GoldenMode::Refuse,
     }
-    let want: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+}
+
+fn check(name: &str, got: Vec<Value>) {
+    let mode = golden_mode(
+        std::env::var_os("UPDATE_GOLDEN").as_deref(),
+        std::env::var_os("CI").as_deref(),
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    check_in(mode, &dir, name, got);
+}
+
+fn check_in(mode: GoldenMode, dir: &Path, name: &str, got: Vec<Value>) {
+    let path = dir.join(format!("{name}.json"));
+    match mode {
+        GoldenMode::Refuse => panic!(
+            "UPDATE_GOLDEN is set and so is CI: golden files are never rewritten in CI. \
+             Rewrite them locally (UPDATE_GOLDEN=1 cargo test --test golden), review the diff \
+             and commit it"
+        ),
+        GoldenMode::Rewrite => {
+            // through a temp file: the test that reads the tool fixtures runs meanwhile
+            let tmp = dir.join(format!(".{name}.json.tmp"));
+            std::fs::write(&tmp, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            return;
+        }
+        GoldenMode::Compare => {}
+    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => panic!(
+            "{name}: the golden file {} cannot be read ({e}); a new one is written only by \
+             UPDATE_GOLDEN=1 cargo test --test golden outside CI, then reviewed and committed",
+            path.display()
+        ),
+    };
+    let want: Vec<Value> = serde_json::from_str(&text).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "{name}: event {i} differs");
     }
     assert_eq!(got.len(), want.len(), "{name}: event count");
+}
+
+#[test]
+fn golden_files_are_rewritten_only_when_asked_and_never_in_ci() {
+    let set = Some(OsStr::new("1"));
+    assert_eq!(golden_mode(None, None), GoldenMode::Compare);
+    assert_eq!(golden_mode(None, set), GoldenMode::Compare);
+    assert_eq!(golden_mode(set, None), GoldenMode::Rewrite);
+    assert_eq!(golden_mode(set, set), GoldenMode::Refuse);
+    // any value of CI counts: GitHub Actions sets CI=true
+    assert_eq!(
+        golden_mode(set, Some(OsStr::new("true"))),
+        GoldenMode::Refuse
+    );
+}
+
+/// The message of the panic `f` raises.
+fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+    let err = std::panic::catch_unwind(f).expect_err("it must fail");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn in_ci_update_golden_fails_and_leaves_the_fixture_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openai_text.json");
+    std::fs::write(&path, "[]\n").unwrap();
+    let d = dir.path().to_path_buf();
+    let msg = panic_message(move || {
+        check_in(
+            GoldenMode::Refuse,
+            &d,
+            "openai_text",
+            vec![json!({"event": null, "data": "[DONE]"})],
+        )
+    });
+    assert!(
+        msg.contains("golden files are never rewritten in CI"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "[]\n");
+}
+
+#[test]
+fn a_missing_golden_file_is_a_failure_not_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let msg = panic_message(move || {
+        check_in(
+            GoldenMode::Compare,
+            &d,
+            "anthropic_new_case",
+            vec![json!({"event": "ping", "data": {}})],
+        )
+    });
+    assert!(
+        msg.starts_with("anthropic_new_case: the golden file "),
+        "{msg}"
+    );
+    assert!(msg.contains("UPDATE_GOLDEN=1"), "{msg}");
+    assert!(!dir.path().join("anthropic_new_case.json").exists());
+    // outside CI, UPDATE_GOLDEN writes it
+    check_in(
+        GoldenMode::Rewrite,
+        dir.path(),
+        "anthropic_new_case",
+        vec![json!({"event": "ping", "data": {}})],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(
+            &std::fs::read_to_string(dir.path().join("anthropic_new_case.json")).unwrap()
+        )
+        .unwrap(),
+        json!([{"event": "ping", "data": {}}])
+    );
 }
 
 #[tokio::test]

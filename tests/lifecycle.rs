@@ -3,12 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod common;
+
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use kiro_gateway::config::Config;
 use kiro_gateway::mock::{MockConfig, MockKiro, Reply, Script};
-use kiro_gateway::server::{serve, Gateway, ServeOptions};
+use kiro_gateway::server::{Gateway, ServeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +21,8 @@ struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn server(opts: ServeOptions) -> Server {
+/// A gateway on a fresh mock: no client key, no fake reasoning.
+async fn gateway() -> (MockKiro, Gateway) {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
     let mut cfg = Config {
         fake_reasoning: false,
@@ -27,21 +30,17 @@ async fn server(opts: ServeOptions) -> Server {
     };
     cfg.use_mock(&mock);
     let gw = Gateway::from_config(&cfg.validate().unwrap()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(
-        listener,
-        gw.router(),
-        shutdown.clone(),
-        gw.parts.translate.close_streams.clone(),
-        opts,
-    ));
+    (mock, gw)
+}
+
+async fn server(opts: ServeOptions) -> Server {
+    let (mock, gw) = gateway().await;
+    let served = common::serve_on_loopback(&gw, opts).await;
     Server {
-        addr,
+        addr: served.addr,
         mock,
-        shutdown,
-        task,
+        shutdown: served.shutdown,
+        task: served.task,
     }
 }
 
@@ -52,13 +51,6 @@ fn stream_request(addr: std::net::SocketAddr) -> http::Request<Full<bytes::Bytes
             r#"{"model":"claude-sonnet-4-5","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
         )))
         .unwrap()
-}
-
-fn client() -> hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<bytes::Bytes>,
-> {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 #[tokio::test]
@@ -75,7 +67,7 @@ async fn shutdown_lets_short_streams_finish_and_cuts_long_ones_with_an_error() {
     s.mock.push_reply(Reply::Stream(
         Script::text(&"long ".repeat(2000), 5).write_pause(Duration::from_millis(5)),
     ));
-    let c = client();
+    let c = common::http_client();
     let short = c.request(stream_request(s.addr)).await.unwrap();
     let long = c.request(stream_request(s.addr)).await.unwrap();
     s.shutdown.cancel();
@@ -160,7 +152,7 @@ async fn silent_and_half_preface_connections_are_closed_after_the_header_timeout
     }
     assert!(t0.elapsed() < Duration::from_secs(3));
     // the gateway still answers
-    let r = client()
+    let r = common::http_client()
         .request(
             http::Request::get(format!("http://{}/health", s.addr))
                 .body(Full::new(bytes::Bytes::new()))
@@ -189,6 +181,8 @@ async fn kept_alive_connections_serve_the_next_request_and_close_when_idle() {
             .unwrap()
             .unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // an idle pause between requests on the kept-alive connection: the behaviour under
+        // test, not a wait for a writer
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // then idle: closed once the header timeout has run from the end of the last answer
@@ -211,7 +205,10 @@ async fn a_request_running_past_the_header_timeout_is_not_cut() {
     s.mock.push_reply(Reply::Stream(
         Script::text(&"word ".repeat(40), 40).write_pause(Duration::from_millis(25)),
     ));
-    let r = client().request(stream_request(s.addr)).await.unwrap();
+    let r = common::http_client()
+        .request(stream_request(s.addr))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body = r.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&body);
@@ -221,32 +218,32 @@ async fn a_request_running_past_the_header_timeout_is_not_cut() {
 
 #[tokio::test]
 async fn connections_past_max_connections_are_closed_at_once_and_counted() {
-    let mock = MockKiro::start(MockConfig::default()).await.unwrap();
-    let mut cfg = Config {
-        fake_reasoning: false,
-        ..Default::default()
-    };
-    cfg.use_mock(&mock);
-    let gw = Gateway::from_config(&cfg.validate().unwrap()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        gw.router(),
-        shutdown.clone(),
-        gw.parts.translate.close_streams.clone(),
+    let (_mock, gw) = gateway().await;
+    let served = common::serve_on_loopback(
+        &gw,
         ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 2,
             metrics: Some(gw.metrics.clone()),
             ..Default::default()
         },
-    ));
+    )
+    .await;
+    let (addr, shutdown) = (served.addr, served.shutdown);
     // two silent connections take both slots
     let a = tokio::net::TcpStream::connect(addr).await.unwrap();
     let b = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // the server has accepted both (its gauge is set as it takes a slot)
+    common::eventually(
+        "the gateway to accept the two silent connections",
+        Duration::from_secs(2),
+        || {
+            gw.metrics
+                .render()
+                .contains("kiro_gateway_connections_open 2\n")
+        },
+    )
+    .await;
     // the third is closed at once, long before the 10 s header timeout
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     let got = closed_within(&mut third, Duration::from_secs(2)).await;
@@ -259,8 +256,17 @@ async fn connections_past_max_connections_are_closed_at_once_and_counted() {
     assert!(text.contains("kiro_gateway_connections_open 2\n"), "{text}");
     // once they go, the slots are free again
     drop((a, b));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = client()
+    common::eventually(
+        "the gateway to close the two dropped connections",
+        Duration::from_secs(2),
+        || {
+            gw.metrics
+                .render()
+                .contains("kiro_gateway_connections_open 0\n")
+        },
+    )
+    .await;
+    let r = common::http_client()
         .request(
             http::Request::get(format!("http://{addr}/health"))
                 .body(Full::new(bytes::Bytes::new()))
@@ -276,12 +282,8 @@ async fn connections_past_max_connections_are_closed_at_once_and_counted() {
 fn sigterm_stops_the_binary_with_exit_code_zero() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiro-gateway"))
+    let mut child = common::binary_in(dir.path())
         .args(["--demo", "--port", "0"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -309,6 +311,7 @@ fn sigterm_stops_the_binary_with_exit_code_zero() {
             break;
         }
         assert!(attempt < 500, "did not exit after SIGTERM");
+        // polls the child's exit (a blocking test, no runtime for `common::eventually`)
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -459,16 +459,6 @@ fn the_shipped_codex_catalogue_is_the_built_in_list_in_codex_shape() {
     );
 }
 
-fn gateway_cmd(dir: &std::path::Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kiro-gateway"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null());
-    c
-}
-
 #[tokio::test]
 async fn codex_catalog_prints_the_models_the_accounts_list_now() {
     let mock = kiro_gateway::mock::MockKiro::start(MockConfig {
@@ -496,7 +486,7 @@ async fn codex_catalog_prints_the_models_the_accounts_list_now() {
         let dir = dir.path().to_owned();
         let token = mock.config().initial_refresh_token.clone();
         move || {
-            gateway_cmd(&dir)
+            common::binary_in(&dir)
                 .arg("codex-catalog")
                 .env("REFRESH_TOKEN", token)
                 .env("KIRO_API_URL", &url)
@@ -546,7 +536,7 @@ fn codex_catalog_fails_on_stderr_when_the_models_cannot_be_listed() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let out = gateway_cmd(dir.path())
+    let out = common::binary_in(dir.path())
         .arg("codex-catalog")
         .env("REFRESH_TOKEN", "r")
         .env("KIRO_API_URL", &url)
@@ -571,7 +561,7 @@ fn codex_catalog_fails_on_stderr_when_the_models_cannot_be_listed() {
 #[test]
 fn an_alias_to_a_model_not_in_the_catalogue_stops_the_startup() {
     let dir = tempfile::tempdir().unwrap();
-    let out = gateway_cmd(dir.path())
+    let out = common::binary_in(dir.path())
         .args(["--demo", "--port", "0"])
         .env(
             "MODEL_ALIASES",

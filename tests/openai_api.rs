@@ -286,10 +286,12 @@ async fn client_disconnect_closes_the_upstream_stream() {
     assert!(first.is_data());
     assert_eq!(r.mock.open_streams(), 1);
     drop(body);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while r.mock.open_streams() != 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::eventually(
+        "the mock to see its stream closed",
+        Duration::from_secs(2),
+        || r.mock.open_streams() == 0,
+    )
+    .await;
     assert_eq!(r.mock.open_streams(), 0);
 }
 
@@ -310,25 +312,31 @@ async fn debug_capture_keeps_a_folder_per_request_without_secrets() {
         assert_eq!(s, 200);
     }
     // files are written off the request path; wait for them
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    let folders = loop {
+    let folders = || {
         let mut f: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .collect();
         f.sort();
-        // the last request's folder is in (it is written when its body ends, which may be
-        // just after the client has read the last byte) and the oldest is rotated away
-        let last_written = f.last().is_some_and(|p| {
-            std::fs::read_to_string(p.join("response_stream_raw.txt"))
-                .is_ok_and(|t| t.contains("er 2"))
-        });
-        if (f.len() == 2 && last_written) || tokio::time::Instant::now() > deadline {
-            break f;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        f
     };
+    // the last request's folder is in (it is written when its body ends, which may be just
+    // after the client has read the last byte) and the oldest is rotated away
+    common::eventually(
+        "the last capture folder written and the oldest rotated away",
+        Duration::from_secs(3),
+        || {
+            let f = folders();
+            f.len() == 2
+                && f.last().is_some_and(|p| {
+                    std::fs::read_to_string(p.join("response_stream_raw.txt"))
+                        .is_ok_and(|t| t.contains("er 2"))
+                })
+        },
+    )
+    .await;
+    let folders = folders();
     assert_eq!(folders.len(), 2, "rotated to DEBUG_KEEP");
     let last = folders.last().unwrap();
     for f in [

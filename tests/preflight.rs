@@ -686,18 +686,20 @@ async fn debug_mode_errors_keeps_the_exact_body_of_a_request_the_service_refused
     let sent = r.mock.requests_to("/generateAssistantResponse");
     let sent = sent.last().unwrap();
     // the folder is written off the request path, once the response is done
-    let mut folders = Vec::new();
-    for _ in 0..100 {
-        folders = std::fs::read_dir(dir.path())
+    let folders = || -> Vec<_> {
+        std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
-            .collect();
-        if !folders.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+            .collect()
+    };
+    common::eventually(
+        "the capture folder of the refused request",
+        std::time::Duration::from_secs(2),
+        || !folders().is_empty(),
+    )
+    .await;
+    let folders = folders();
     assert_eq!(folders.len(), 1);
     let kept = std::fs::read(folders[0].path().join("kiro_request_body.json")).unwrap();
     assert_eq!(kept.len(), sent.body_len, "byte for byte");

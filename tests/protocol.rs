@@ -633,12 +633,15 @@ async fn catalogue_refreshes_in_the_background_never_on_a_request() {
             .clone()
             .refresh_models_periodically(cancel.clone()),
     );
+    // one TTL (1 s) and a half: the refresh period is the behaviour under test
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(lists(&r), 2);
     // a failed refresh keeps the list it had
     let before = r.gateway.parts.catalog.models();
     r.mock.revoke_access_tokens();
     r.mock.revoke_refresh_token();
+    // past the next period, so that the failed refresh has run and been handled: a fixed
+    // wait, as nothing signals a refresh that changed nothing
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(lists(&r) >= 3);
     assert_eq!(r.gateway.parts.catalog.models(), before);

@@ -59,6 +59,8 @@ async fn no_secret_in_logs_errors_or_debug_files() {
     let debug_dir = tempfile::tempdir().unwrap();
     let creds_dir = tempfile::tempdir().unwrap();
     let mut responses = String::new();
+    // chat and messages requests sent, each captured in its own folder
+    let mut api_requests = 0;
 
     // desktop flow from a credentials file, and the OIDC flow, each with DEBUG_MODE=all
     let desktop_file = creds_dir.path().join("kiro-auth-token.json");
@@ -67,13 +69,11 @@ async fn no_secret_in_logs_errors_or_debug_files() {
     std::fs::write(&oidc_file, json!({"refreshToken": "mock-refresh-0", "clientId": "mock-client-id", "clientSecret": "mock-client-secret"}).to_string()).unwrap();
     for file in [desktop_file, oidc_file] {
         let dd = debug_dir.path().to_path_buf();
-        let r = start_with(MockConfig::default(), move |c| {
+        let r = common::start_on_creds_file(MockConfig::default(), &file, move |c| {
             c.debug_mode = "all".into();
             c.debug_dir = dd;
             c.debug_keep = 1000;
             c.log_level = "trace".into();
-            c.refresh_token = None;
-            c.kiro_creds_file = Some(file);
             c.retry_base_delay_ms = 1;
         })
         .await;
@@ -82,6 +82,7 @@ async fn no_secret_in_logs_errors_or_debug_files() {
                 .push_reply(Reply::Stream(Script::text("<thinking>hm</thinking>ok", 3)));
             let (_, _, b) = r.chat(json!({"model": "claude-sonnet-4-5", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await;
             responses.push_str(&String::from_utf8_lossy(&b));
+            api_requests += 1;
             r.mock.revoke_access_tokens(); // next call: 403, refresh, retry
             r.mock.push_reply(Reply::Stream(Script::text("again", 3)));
             let (_, _, b) = r
@@ -96,12 +97,14 @@ async fn no_secret_in_logs_errors_or_debug_files() {
                 )
                 .await;
             responses.push_str(&String::from_utf8_lossy(&b));
+            api_requests += 1;
             r.mock.push_reply(Reply::throttled());
             r.mock.push_reply(Reply::Stream(
                 Script::text("broken", 3).fault(Fault::BadCrcAt(2)),
             ));
             let (_, _, b) = r.chat(json!({"model": "claude-sonnet-4-5", "stream": stream, "messages": [{"role": "user", "content": "x"}]})).await;
             responses.push_str(&String::from_utf8_lossy(&b));
+            api_requests += 1;
         }
         // a wrong key and a revoked refresh token
         let mut bad = r.req("GET", "/v1/models", "");
@@ -113,6 +116,7 @@ async fn no_secret_in_logs_errors_or_debug_files() {
         r.mock.revoke_refresh_token();
         let (_, _, b) = r.chat(json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]})).await;
         responses.push_str(&String::from_utf8_lossy(&b));
+        api_requests += 1;
         let (_, _, b) = r.send(r.req("GET", "/health", "")).await;
         responses.push_str(&String::from_utf8_lossy(&b));
         assert!(
@@ -145,6 +149,7 @@ async fn no_secret_in_logs_errors_or_debug_files() {
         for stream in [false, true] {
             let (_, _, b) = r.chat(json!({"model": "claude-sonnet-4-5", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await;
             responses.push_str(&String::from_utf8_lossy(&b));
+            api_requests += 1;
             let (_, _, b) = r
                 .send(
                     r.req(
@@ -157,6 +162,7 @@ async fn no_secret_in_logs_errors_or_debug_files() {
                 )
                 .await;
             responses.push_str(&String::from_utf8_lossy(&b));
+            api_requests += 1;
         }
         let (_, _, b) = r.send(r.req("GET", "/health", "")).await;
         responses.push_str(&String::from_utf8_lossy(&b));
@@ -165,7 +171,26 @@ async fn no_secret_in_logs_errors_or_debug_files() {
             "the API-key calls reached the mock"
         );
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // debug files land
+    // debug files are written off the request path: wait for every request's folder (moved
+    // into place whole, under a name without a leading dot)
+    let folders = || {
+        std::fs::read_dir(debug_dir.path())
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    common::eventually(
+        &format!("a debug capture folder for each of the {api_requests} API requests"),
+        std::time::Duration::from_secs(5),
+        || folders() == api_requests,
+    )
+    .await;
     let mut files = Vec::new();
     all_files(debug_dir.path(), &mut files);
     assert!(

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{cli_token, in_secs, make_cli_db, manager, read_json, write_json};
+use common::{
+    cli_token, creds_file, ide_refresh, in_secs, make_cli_db, manager, read_json, write_json,
+};
 use kiro_gateway::auth::lock::{lock_path, open_lock_file};
 use kiro_gateway::auth::{CredentialSettings, SourceLock, TokenConfig, TokenManager};
 use kiro_gateway::mock::{MockConfig, MockKiro};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn json_manager(mock: &MockKiro, path: &Path) -> TokenManager {
     manager(
@@ -39,26 +41,6 @@ fn db_manager(mock: &MockKiro, db: &Path, readonly: bool) -> TokenManager {
     )
 }
 
-/// A refresh through the mock's desktop endpoint, as the IDE would do it: (access, refresh).
-async fn ide_refresh(mock: &MockKiro, refresh: &str) -> Option<(String, String)> {
-    let http = common::http();
-    let req = http::Request::post(format!("{}/refreshToken", mock.url()))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            json!({"refreshToken": refresh}).to_string(),
-        )))
-        .unwrap();
-    let (status, _, body) = http.call_json(req).await.unwrap();
-    if !status.is_success() {
-        return None;
-    }
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    Some((
-        v["accessToken"].as_str()?.to_owned(),
-        v["refreshToken"].as_str()?.to_owned(),
-    ))
-}
-
 // ---------------------------------------------------------------------------------------------
 // re-read before refresh
 
@@ -66,10 +48,9 @@ async fn ide_refresh(mock: &MockKiro, refresh: &str) -> Option<(String, String)>
 async fn reread_before_refresh_adopts_a_refresh_token_rotated_by_the_ide() {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
-    write_json(
-        &path,
-        &json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
     );
     let tm = json_manager(&mock, &path);
     // the IDE refreshes (mock-refresh-0 is now spent) and writes a token that is already
@@ -131,10 +112,9 @@ async fn two_managers_on_one_json_file_never_both_refresh() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
-    write_json(
-        &path,
-        &json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
     );
     // two managers, as two gateway processes would have: separate state, one file
     let (a, b) = (json_manager(&mock, &path), json_manager(&mock, &path));
@@ -188,10 +168,9 @@ async fn two_managers_on_one_kiro_cli_database_never_both_refresh() {
 async fn a_crashed_lock_holder_does_not_wedge_and_a_hung_one_times_out() {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
-    write_json(
-        &path,
-        &json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
     );
     let src = kiro_gateway::auth::CredentialSource::JsonFile { path: path.clone() };
     // the gateway creates the lock file (private); flock(1) would create it with the umask's mode
@@ -205,14 +184,13 @@ async fn a_crashed_lock_holder_does_not_wedge_and_a_hung_one_times_out() {
         .args(["sleep", "20"])
         .spawn()
         .expect("flock(1) from util-linux");
-    let t0 = tokio::time::Instant::now();
-    while SourceLock::acquire(&src, Duration::ZERO).await.is_held() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "flock never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let src_ref = &src;
+    common::eventually_async(
+        "flock(1) to take the lock",
+        Duration::from_secs(5),
+        || async { !SourceLock::acquire(src_ref, Duration::ZERO).await.is_held() },
+    )
+    .await;
     // a hung holder: the refresh waits for the timeout, then goes ahead without the lock
     let tm = manager(
         &mock,
@@ -251,6 +229,27 @@ async fn a_crashed_lock_holder_does_not_wedge_and_a_hung_one_times_out() {
     }
 }
 
+#[tokio::test]
+async fn wait_saved_returns_at_once_when_the_rotation_is_already_written() {
+    let mock = MockKiro::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
+    );
+    let tm = json_manager(&mock, &path);
+    assert_eq!(
+        tm.access_token().await.unwrap().token.expose(),
+        "mock-access-1"
+    );
+    // the write-back happened inside the refresh: nothing is left to wait for
+    assert!(!tm.status().unsaved_rotation);
+    tokio::time::timeout(Duration::from_millis(100), tm.wait_saved())
+        .await
+        .expect("nothing unsaved: wait_saved must not wait");
+    assert_eq!(read_json(&path)["refreshToken"], "mock-refresh-1");
+}
+
 // ---------------------------------------------------------------------------------------------
 // refused refresh: re-read and retry; a still-valid token keeps serving
 
@@ -263,10 +262,9 @@ async fn a_refused_refresh_rereads_the_file_and_retries_with_what_is_there() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
-    write_json(
-        &path,
-        &json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60)}),
     );
     let tm = json_manager(&mock, &path);
     // the IDE (which knows nothing of our lock) refreshes at the same moment, wins, and
@@ -279,6 +277,7 @@ async fn a_refused_refresh_rereads_the_file_and_retries_with_what_is_there() {
         );
     };
     let ours = async {
+        // lets the IDE's refresh start first: the race under test, not a wait for a writer
         tokio::time::sleep(Duration::from_millis(50)).await;
         tm.access_token().await
     };
@@ -331,11 +330,10 @@ async fn a_refused_refresh_keeps_serving_a_still_valid_token_with_a_warning() {
     .unwrap();
     mock.revoke_refresh_token();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
     // inside the 5-minute margin, but 2 minutes from expiry
-    write_json(
-        &path,
-        &json!({"accessToken": "still-valid", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(120)}),
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "still-valid", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(120)}),
     );
     let tm = json_manager(&mock, &path);
     for _ in 0..3 {
@@ -369,11 +367,10 @@ async fn a_refused_refresh_keeps_serving_a_still_valid_token_with_a_warning() {
 async fn json_write_back_keeps_unknown_fields_and_the_date_style() {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kiro-auth-token.json");
     // the Python original's style: +00:00 and microseconds
-    write_json(
-        &path,
-        &json!({"accessToken": "old", "refreshToken": "mock-refresh-0",
+    let path = creds_file(
+        dir.path(),
+        json!({"accessToken": "old", "refreshToken": "mock-refresh-0",
                 "expiresAt": "2020-01-01T00:00:00.123456+00:00",
                 "provider": "Github", "authMethod": "social", "nested": {"keep": [1, 2]}}),
     );
@@ -459,6 +456,7 @@ async fn sqlite_readonly_never_writes() {
         json!({"access_token": "old", "refresh_token": "mock-refresh-0", "expires_at": in_secs(-5)}),
     );
     let before = snapshot(dir.path());
+    // so that any later write gets a different mtime: not a wait for a writer
     tokio::time::sleep(Duration::from_millis(20)).await;
     let tm = db_manager(&mock, &db, true);
     let t = tm.access_token().await.unwrap();

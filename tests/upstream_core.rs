@@ -393,10 +393,12 @@ async fn dropping_the_event_stream_closes_the_upstream_body() {
     assert!(matches!(first, Some(Ok(_))));
     assert_eq!(mock.open_streams(), 1);
     drop(events);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while mock.open_streams() != 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::eventually(
+        "the mock to see the connection go away",
+        Duration::from_millis(500),
+        || mock.open_streams() == 0,
+    )
+    .await;
     assert_eq!(
         mock.open_streams(),
         0,
@@ -437,12 +439,6 @@ async fn lists_models_across_pages() {
 // ---------------------------------------------------------------------------------------------
 // tokens
 
-fn write_creds(dir: &std::path::Path, v: Value) -> std::path::PathBuf {
-    let p = dir.join("kiro-auth-token.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-    p
-}
-
 #[tokio::test]
 async fn refreshes_ahead_of_expiry_but_not_before() {
     let mock = MockKiro::start(MockConfig {
@@ -453,7 +449,7 @@ async fn refreshes_ahead_of_expiry_but_not_before() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // valid for two hours: used as is
-    let path = write_creds(
+    let path = common::creds_file(
         dir.path(),
         json!({"accessToken": "file-access", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(7200)}),
     );
@@ -468,7 +464,7 @@ async fn refreshes_ahead_of_expiry_but_not_before() {
     );
     assert_eq!(mock.desktop_refreshes(), 0);
     // expiring within the margin: refreshed first
-    write_creds(
+    common::creds_file(
         dir.path(),
         json!({"accessToken": "file-access", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(30)}),
     );
@@ -572,7 +568,7 @@ async fn a_403_with_a_stale_token_does_not_refresh_twice() {
 async fn rotation_is_persisted_to_the_json_file() {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_creds(
+    let path = common::creds_file(
         dir.path(),
         json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(-60),
                "region": "us-east-1", "provider": "Github", "authMethod": "social", "startUrl": "x"}),
@@ -665,7 +661,7 @@ async fn adopts_a_token_another_program_refreshed_instead_of_refreshing() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_creds(
+    let path = common::creds_file(
         dir.path(),
         json!({"accessToken": "old", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(10)}),
     );
@@ -678,7 +674,7 @@ async fn adopts_a_token_another_program_refreshed_instead_of_refreshing() {
         TokenConfig::default(),
     );
     // the IDE refreshes and rewrites the file before we need a token
-    write_creds(
+    common::creds_file(
         dir.path(),
         json!({"accessToken": "ide-access", "refreshToken": "mock-refresh-0", "expiresAt": in_secs(3600)}),
     );
@@ -693,7 +689,7 @@ async fn adopts_a_token_another_program_refreshed_instead_of_refreshing() {
 async fn oidc_never_sends_a_profile_arn() {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_creds(
+    let path = common::creds_file(
         dir.path(),
         json!({"refreshToken": "mock-refresh-0", "clientId": "mock-client-id",
                "clientSecret": "mock-client-secret", "region": "us-east-1",
@@ -739,7 +735,7 @@ async fn a_revoked_refresh_token_names_the_source_and_the_fix() {
     let mock = MockKiro::start(MockConfig::default()).await.unwrap();
     mock.revoke_refresh_token();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_creds(dir.path(), json!({"refreshToken": "mock-refresh-0"}));
+    let path = common::creds_file(dir.path(), json!({"refreshToken": "mock-refresh-0"}));
     let tm = manager(
         &mock,
         CredentialSettings {

@@ -155,6 +155,8 @@ struct Inner {
     /// Retries a write-back that failed (a locked database): owned here, aborted with the
     /// manager.
     saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Woken whenever no rotation is left unsaved (see [`TokenManager::wait_saved`]).
+    saved: tokio::sync::Notify,
 }
 
 impl Drop for Inner {
@@ -287,6 +289,7 @@ impl TokenManager {
                 refreshes: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
                 saver: Mutex::new(None),
+                saved: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -619,6 +622,28 @@ impl TokenManager {
         s.source_refresh = Some(rot.refresh_token.clone());
         if s.unsaved.as_ref().map(|u| &u.access_token) == Some(&rot.access_token) {
             s.unsaved = None;
+            drop(s);
+            self.inner.saved.notify_waiters();
+        }
+    }
+
+    /// Resolves once no rotated refresh token is waiting to be written back to the source:
+    /// at once when every rotation is saved (or the source is never written: `REFRESH_TOKEN`,
+    /// `SQLITE_READONLY`), otherwise when the background retry (1 s, doubling up to a minute;
+    /// see `schedule_save`) or the next refresh has written it, or has found that another
+    /// program wrote newer credentials there. It writes nothing itself. A source that stays
+    /// locked or unwritable keeps it waiting: bound it with `tokio::time::timeout`. For
+    /// tests and orderly shutdowns that must know the file or database holds the rotation.
+    pub async fn wait_saved(&self) {
+        loop {
+            let notified = self.inner.saved.notified();
+            tokio::pin!(notified);
+            // registered before the check, so a save between the check and the await wakes it
+            notified.as_mut().enable();
+            if self.lock_state().unsaved.is_none() {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -821,6 +846,7 @@ impl TokenManager {
                     );
                 }
                 self.lock_state().unsaved = None;
+                self.inner.saved.notify_waiters();
                 return;
             }
             CredentialSource::Sqlite { readonly: true, .. } => {
@@ -830,6 +856,7 @@ impl TokenManager {
                     );
                 }
                 self.lock_state().unsaved = None;
+                self.inner.saved.notify_waiters();
                 return;
             }
             _ => {}
@@ -886,6 +913,8 @@ impl TokenManager {
                 if s.source_refresh.as_ref() != Some(&r) && r != rot.refresh_token {
                     tracing::warn!(source = %self.inner.source.describe(), "another program wrote new credentials before the rotated token could be saved; keeping theirs in the source");
                     s.unsaved = None;
+                    drop(s);
+                    self.inner.saved.notify_waiters();
                     return true;
                 }
             }

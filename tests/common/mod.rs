@@ -16,7 +16,7 @@ use kiro_gateway::kiro::{
 };
 use kiro_gateway::mock::MockConfig;
 use kiro_gateway::mock::MockKiro;
-use kiro_gateway::server::{serve, Gateway};
+use kiro_gateway::server::{serve, Gateway, ServeOptions};
 use kiro_gateway::Secret;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -125,26 +125,65 @@ pub async fn start_with(mock_cfg: MockConfig, tweak: impl FnOnce(&mut Config)) -
     let gw = Gateway::from_config(&cfg.validate().unwrap()).unwrap();
     // tolerated: some tests point the API at nothing
     let _ = gw.refresh_models().await;
+    let served = serve_on_loopback(&gw, ServeOptions::default()).await;
+    Running {
+        addr: served.addr,
+        mock,
+        gateway: gw,
+        shutdown: served.shutdown,
+        http: http_client(),
+        expect_rejections: Default::default(),
+    }
+}
+
+/// The gateway in front of a mock on a JSON credentials file `path` (`KIRO_CREDS_FILE`)
+/// instead of the mock's `REFRESH_TOKEN`; `tweak` adjusts the rest.
+pub async fn start_on_creds_file(
+    mock_cfg: MockConfig,
+    path: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+) -> Running {
+    let path = path.to_path_buf();
+    start_with(mock_cfg, move |c: &mut Config| {
+        c.refresh_token = None;
+        c.kiro_creds_file = Some(path);
+        tweak(c);
+    })
+    .await
+}
+
+/// A gateway's router served on 127.0.0.1:0 until `shutdown` is cancelled.
+pub struct Served {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serve `gw` on a free loopback port with `opts` (the bundled server's accept loop).
+pub async fn serve_on_loopback(gw: &Gateway, opts: ServeOptions) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(
+    let task = tokio::spawn(serve(
         listener,
         gw.router(),
         shutdown.clone(),
         gw.parts.translate.close_streams.clone(),
-        kiro_gateway::server::ServeOptions::default(),
+        opts,
     ));
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    Running {
+    Served {
         addr,
-        mock,
-        gateway: gw,
         shutdown,
-        http,
-        expect_rejections: Default::default(),
+        task,
     }
+}
+
+/// A plain HTTP/1 client for talking to a gateway on loopback.
+pub fn http_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 pub async fn start() -> Running {
@@ -266,6 +305,18 @@ pub fn cli_token(path: &std::path::Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The gateway binary run in `dir` with a clean environment (only `PATH`, and `HOME` = `dir`)
+/// and no stdin: no `.env`, `config.toml` or credentials of the machine's user reach it.
+pub fn binary_in(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiro-gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// The gateway binary on a Kiro IDE credentials file `creds` and `mock`, run in `dir` with a
 /// clean environment: only these settings, `key` as its client key, a free port, stdout
 /// piped for [`listening_url`].
@@ -276,12 +327,8 @@ pub fn binary_on_creds_file(
     key: &str,
 ) -> std::process::Command {
     use std::process::Stdio;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiro-gateway"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .current_dir(dir)
-        .env("KIRO_CREDS_FILE", creds)
+    let mut cmd = binary_in(dir);
+    cmd.env("KIRO_CREDS_FILE", creds)
         .env("KIRO_API_URL", mock.url())
         .env("KIRO_MANAGEMENT_URL", mock.url())
         .env("KIRO_DESKTOP_AUTH_URL", mock.url())
@@ -290,7 +337,6 @@ pub fn binary_on_creds_file(
         .env("SERVER_PORT", "0")
         .env("FAKE_REASONING", "false")
         .env("LOG_LEVEL", "warning")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     cmd
@@ -333,4 +379,65 @@ pub fn write_json(path: &std::path::Path, v: &Value) {
 
 pub fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Poll `done` every 2 ms until it holds, for state a background task writes (a counter, a
+/// debug file, a closed stream): no fixed sleep that is too short on a busy machine and too
+/// long on an idle one. Fails naming `what` after `timeout`; returns how long it took.
+pub async fn eventually(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        if done() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < timeout, "waited {timeout:?} for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// [`eventually`] for a condition that must itself await.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl FnMut() -> F,
+) -> std::time::Duration {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        if done().await {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < timeout, "waited {timeout:?} for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// `kiro-auth-token.json` in `dir` holding `v`, written as the Kiro IDE would; its path.
+pub fn creds_file(dir: &std::path::Path, v: Value) -> std::path::PathBuf {
+    let path = dir.join("kiro-auth-token.json");
+    write_json(&path, &v);
+    path
+}
+
+/// A refresh through the mock's desktop endpoint, as the Kiro IDE does it behind the
+/// gateway's back: `(access, refresh)`, or `None` when the mock refuses `refresh`.
+pub async fn ide_refresh(mock: &MockKiro, refresh: &str) -> Option<(String, String)> {
+    let req = Request::post(format!("{}/refreshToken", mock.url()))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::json!({"refreshToken": refresh}).to_string(),
+        )))
+        .unwrap();
+    let (status, _, body) = http().call_json(req).await.unwrap();
+    if !status.is_success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    Some((
+        v["accessToken"].as_str()?.to_owned(),
+        v["refreshToken"].as_str()?.to_owned(),
+    ))
 }
