@@ -193,11 +193,8 @@ impl Gateway {
                 keep: cfg.debug_keep,
             },
             catalog: Arc::new(
-                ModelCatalog::new(
-                    cfg.model_cache_ttl,
-                    cfg.unknown_model_policy,
-                )
-                .with_aliases(cfg.model_aliases.iter().map(|(a, m)| (a, m.clone()))),
+                ModelCatalog::new(cfg.model_cache_ttl, cfg.unknown_model_policy)
+                    .with_aliases(cfg.model_aliases.iter().map(|(a, m)| (a, m.clone()))),
             ),
             translate: TranslateConfig {
                 tokens: Some(tokens.clone()),

@@ -182,5 +182,4 @@ impl Config {
         cfg.apply_env(|k| std::env::var(k).ok())?;
         Ok(cfg)
     }
-
 }

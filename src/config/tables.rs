@@ -71,4 +71,3 @@ pub struct AccountConfig {
 pub(super) struct AccountsFile {
     pub(super) accounts: Vec<AccountConfig>,
 }
-

@@ -67,24 +67,73 @@ fn the_readme_documents_every_variable_of_the_table() {
 fn every_variable_accepted_before_the_table_is_still_accepted() {
     // the names the gateway read before the settings became one table
     const BEFORE: &[&str] = &[
-        "SERVER_HOST", "SERVER_PORT", "PROXY_API_KEY", "METRICS_API_KEY", "METRICS_PUBLIC",
-        "ADMIN_API_KEY", "KIRO_ACCOUNTS_FILE", "ACCOUNT_SELECTION", "ACCOUNT_COOLDOWN_SECS",
-        "ACCOUNT_COOLDOWN_MAX_SECS", "ACCOUNT_FAILURE_THRESHOLD", "ACCOUNT_QUOTA_PARK",
-        "STICKY_TTL_SECS", "KIRO_CREDS_FILE", "REFRESH_TOKEN", "PROFILE_ARN", "KIRO_REGION",
-        "KIRO_CLI_DB_FILE", "PROFILE_ARN_POLICY", "TOKEN_REFRESH_MARGIN_SECS", "KIRO_API_KEY",
-        "SQLITE_READONLY", "CREDENTIALS_LOCK_TIMEOUT_SECS", "KIRO_API_PROTOCOL", "KIRO_API_URL",
-        "KIRO_MANAGEMENT_URL", "KIRO_DESKTOP_AUTH_URL", "KIRO_OIDC_URL", "VPN_PROXY_URL",
-        "CONNECT_TIMEOUT", "FIRST_TOKEN_TIMEOUT", "FIRST_TOKEN_MAX_RETRIES",
-        "STREAMING_READ_TIMEOUT", "SHUTDOWN_GRACE_SECS", "HEADER_READ_TIMEOUT",
-        "RETRY_MAX_ATTEMPTS", "RETRY_BASE_DELAY_MS", "RETRY_MAX_DELAY_MS", "RETRY_BUDGET_SECS",
-        "RETRY_AFTER_MAX_SECS", "MODEL_CACHE_TTL", "UNKNOWN_MODEL_POLICY", "MODEL_ALIASES",
-        "TOOL_DESCRIPTION_MAX_LENGTH", "FAKE_REASONING", "FAKE_REASONING_MAX_TOKENS",
-        "FAKE_REASONING_HANDLING", "REASONING_MODE", "MAX_BODY_BYTES", "MAX_INFLIGHT_BODY_BYTES",
-        "MAX_CONNECTIONS", "KIRO_MAX_PAYLOAD_BYTES", "AUTO_TRIM_PAYLOAD", "RESPONSES_STORE_MAX",
-        "RESPONSES_STORE_TTL_SECS", "CORS_ALLOW_ORIGINS", "WORKER_THREADS", "LOG_LEVEL",
-        "LOG_FORMAT", "DEBUG_MODE", "DEBUG_DIR", "DEBUG_KEEP",
+        "SERVER_HOST",
+        "SERVER_PORT",
+        "PROXY_API_KEY",
+        "METRICS_API_KEY",
+        "METRICS_PUBLIC",
+        "ADMIN_API_KEY",
+        "KIRO_ACCOUNTS_FILE",
+        "ACCOUNT_SELECTION",
+        "ACCOUNT_COOLDOWN_SECS",
+        "ACCOUNT_COOLDOWN_MAX_SECS",
+        "ACCOUNT_FAILURE_THRESHOLD",
+        "ACCOUNT_QUOTA_PARK",
+        "STICKY_TTL_SECS",
+        "KIRO_CREDS_FILE",
+        "REFRESH_TOKEN",
+        "PROFILE_ARN",
+        "KIRO_REGION",
+        "KIRO_CLI_DB_FILE",
+        "PROFILE_ARN_POLICY",
+        "TOKEN_REFRESH_MARGIN_SECS",
+        "KIRO_API_KEY",
+        "SQLITE_READONLY",
+        "CREDENTIALS_LOCK_TIMEOUT_SECS",
+        "KIRO_API_PROTOCOL",
+        "KIRO_API_URL",
+        "KIRO_MANAGEMENT_URL",
+        "KIRO_DESKTOP_AUTH_URL",
+        "KIRO_OIDC_URL",
+        "VPN_PROXY_URL",
+        "CONNECT_TIMEOUT",
+        "FIRST_TOKEN_TIMEOUT",
+        "FIRST_TOKEN_MAX_RETRIES",
+        "STREAMING_READ_TIMEOUT",
+        "SHUTDOWN_GRACE_SECS",
+        "HEADER_READ_TIMEOUT",
+        "RETRY_MAX_ATTEMPTS",
+        "RETRY_BASE_DELAY_MS",
+        "RETRY_MAX_DELAY_MS",
+        "RETRY_BUDGET_SECS",
+        "RETRY_AFTER_MAX_SECS",
+        "MODEL_CACHE_TTL",
+        "UNKNOWN_MODEL_POLICY",
+        "MODEL_ALIASES",
+        "TOOL_DESCRIPTION_MAX_LENGTH",
+        "FAKE_REASONING",
+        "FAKE_REASONING_MAX_TOKENS",
+        "FAKE_REASONING_HANDLING",
+        "REASONING_MODE",
+        "MAX_BODY_BYTES",
+        "MAX_INFLIGHT_BODY_BYTES",
+        "MAX_CONNECTIONS",
+        "KIRO_MAX_PAYLOAD_BYTES",
+        "AUTO_TRIM_PAYLOAD",
+        "RESPONSES_STORE_MAX",
+        "RESPONSES_STORE_TTL_SECS",
+        "CORS_ALLOW_ORIGINS",
+        "WORKER_THREADS",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "DEBUG_MODE",
+        "DEBUG_DIR",
+        "DEBUG_KEEP",
     ];
-    let names: Vec<&str> = SETTINGS.iter().flat_map(|s| s.env.iter().copied()).collect();
+    let names: Vec<&str> = SETTINGS
+        .iter()
+        .flat_map(|s| s.env.iter().copied())
+        .collect();
     for name in BEFORE {
         assert!(names.contains(name), "{name} is no longer read");
     }
@@ -102,22 +151,31 @@ fn every_variable_accepted_before_the_table_is_still_accepted() {
 
 #[test]
 fn durations_take_the_new_names_and_the_old_ones() {
-    let old = Config::from_toml("first_token_timeout = 2.5
+    let old = Config::from_toml(
+        "first_token_timeout = 2.5
 model_cache_ttl = 60
-", "c").unwrap();
-    let new =
-        Config::from_toml("first_token_timeout_secs = 2.5
+",
+        "c",
+    )
+    .unwrap();
+    let new = Config::from_toml(
+        "first_token_timeout_secs = 2.5
 model_cache_ttl_secs = 60
-", "c")
-            .unwrap();
+",
+        "c",
+    )
+    .unwrap();
     assert_eq!(old, new);
     assert_eq!(new.first_token_timeout_secs, 2.5);
     assert_eq!(new.model_cache_ttl_secs, 60);
-    let err = Config::from_toml("connect_timeout = 5
+    let err = Config::from_toml(
+        "connect_timeout = 5
 connect_timeout_secs = 6
-", "c")
-        .unwrap_err()
-        .to_string();
+",
+        "c",
+    )
+    .unwrap_err()
+    .to_string();
     assert_eq!(
         err,
         "c: `connect_timeout` and `connect_timeout_secs` are the same setting: give only `connect_timeout_secs`"
@@ -137,7 +195,10 @@ connect_timeout_secs = 6
     assert_eq!(c.connect_timeout_secs, 9);
     let v = c.validate().unwrap();
     assert_eq!(v.streaming_read_timeout, std::time::Duration::from_secs(45));
-    assert_eq!(v.header_read_timeout, std::time::Duration::from_millis(7500));
+    assert_eq!(
+        v.header_read_timeout,
+        std::time::Duration::from_millis(7500)
+    );
     assert_eq!(v.connect_timeout, std::time::Duration::from_secs(9));
     let err = Config::default()
         .apply_env(|k| match k {
@@ -169,7 +230,9 @@ fn booleans_are_strict_and_the_error_names_the_variable_and_the_value() {
     assert!(c.auto_trim_payload);
     // garbage was silently true (FAKE_REASONING) or false (the others); now it stops startup
     assert_eq!(
-        c.set_env("FAKE_REASONING", "maybe").unwrap_err().to_string(),
+        c.set_env("FAKE_REASONING", "maybe")
+            .unwrap_err()
+            .to_string(),
         "FAKE_REASONING: \"maybe\" is not a boolean (true or false, 1 or 0, yes or no, on or off)"
     );
     assert_eq!(
@@ -209,7 +272,10 @@ fn settings_with_a_set_of_values_are_typed_where_they_are_read() {
     let err = Config::from_toml("log_format = \"xml\"\n", "c")
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "c: log_format (LOG_FORMAT): \"xml\" is not text or json");
+    assert_eq!(
+        err,
+        "c: log_format (LOG_FORMAT): \"xml\" is not text or json"
+    );
     let err = Config::default()
         .set_env("LOG_LEVEL", "loud")
         .unwrap_err()
@@ -232,8 +298,7 @@ fn unknown_keys_are_errors_naming_them() {
 
 #[test]
 fn environment_overrides_the_file() {
-    let mut c =
-        Config::from_toml("port = 9000\nkiro_region = \"eu-central-1\"\n", "c").unwrap();
+    let mut c = Config::from_toml("port = 9000\nkiro_region = \"eu-central-1\"\n", "c").unwrap();
     c.apply_env(|k| match k {
         "SERVER_PORT" => Some("9100".into()),
         "REFRESH_TOKEN" => Some("\"tok\"".into()),
@@ -295,7 +360,10 @@ fn protocol_picks_the_default_hosts_and_urls_stay_overridable() {
     assert_eq!(e.management("x"), "http://127.0.0.1:9/m");
     assert_eq!(e.api("x"), "http://127.0.0.1:9/r");
     // a value outside the set is refused where it is given
-    let err = c.set_env("KIRO_API_PROTOCOL", "grpc").unwrap_err().to_string();
+    let err = c
+        .set_env("KIRO_API_PROTOCOL", "grpc")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("KIRO_API_PROTOCOL"), "{err}");
 }
 
@@ -429,8 +497,7 @@ fn bad_accounts_are_refused_with_their_place() {
         "ACCOUNT_QUOTA_PARK",
     );
     // the tables alone are credentials enough
-    let c =
-        Config::from_toml("[[accounts]]\nname = \"a\"\nrefresh_token = \"x\"\n", "c").unwrap();
+    let c = Config::from_toml("[[accounts]]\nname = \"a\"\nrefresh_token = \"x\"\n", "c").unwrap();
     assert!(c.validate().unwrap().has_credentials());
     assert!(!Config::default().validate().unwrap().has_credentials());
 }

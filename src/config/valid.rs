@@ -491,4 +491,3 @@ pub fn secs(v: f64, min: f64) -> Duration {
         Duration::from_secs(3600)
     }
 }
-

@@ -32,7 +32,8 @@ pub trait SettingValue: Sized {
 
 /// `config.toml` values read through serde.
 fn serde_toml<T: serde::de::DeserializeOwned>(v: toml::Value) -> Result<T, String> {
-    v.try_into().map_err(|e: toml::de::Error| e.message().to_owned())
+    v.try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())
 }
 
 /// A `config.toml` value as an error message shows it.
@@ -234,7 +235,10 @@ impl SettingValue for QuotaPark {
             toml::Value::String(s) => s.parse(),
             toml::Value::Integer(n) => n.to_string().parse(),
             toml::Value::Float(f) => f.to_string().parse(),
-            other => Err(format!("{} is not \"monthly\" or a number of seconds", shown(&other))),
+            other => Err(format!(
+                "{} is not \"monthly\" or a number of seconds",
+                shown(&other)
+            )),
         }
     }
 }
