@@ -28,7 +28,7 @@ use std::path::Path;
 pub use settings::{Config, Setting, SETTINGS};
 pub use tables::{AccountConfig, ClientKeyConfig};
 pub use valid::{secs, AccountSettings, MetricsAccess, ValidConfig};
-pub use value::{LogFormat, LogLevel, SettingValue};
+pub use value::{LogFormat, LogLevel};
 
 use crate::Secret;
 

@@ -29,6 +29,8 @@ pub struct Setting {
     pub env: &'static [&'static str],
     /// Older `config.toml` keys still accepted.
     pub old_keys: &'static [&'static str],
+    /// What it means (the field's doc comment).
+    pub doc: &'static str,
 }
 
 /// An environment value applied by the type's rule, or by the entry's own `apply` function.
@@ -64,12 +66,13 @@ macro_rules! settings {
             }
         }
 
-        /// Every setting, in the order of `config.toml.example`.
+        /// Every setting, in the order of the table.
         pub const SETTINGS: &[Setting] = &[$(
             Setting {
                 key: stringify!($field),
                 env: &[$($env),*],
                 old_keys: &[$($($old),*)?],
+                doc: concat!($($doc, "\n"),*),
             },
         )*];
 

@@ -40,7 +40,17 @@ fn the_example_file_lists_exactly_the_keys_of_the_table_with_their_defaults() {
     // it lists every key of the table and no other
     let table: std::collections::BTreeSet<String> =
         SETTINGS.iter().map(|s| s.key.to_owned()).collect();
-    assert_eq!(example_keys(text), table);
+    let listed = example_keys(text);
+    let missing: Vec<_> = table.difference(&listed).collect();
+    let extra: Vec<_> = listed.difference(&table).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "config.toml.example lacks {missing:?} and has {extra:?} that the table lacks"
+    );
+    // every setting is documented in the table itself
+    for s in SETTINGS {
+        assert!(s.doc.trim().len() > 3, "{} has no doc comment", s.key);
+    }
     // and names every environment variable, older names included
     for s in SETTINGS {
         for env in s.env {

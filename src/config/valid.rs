@@ -350,7 +350,6 @@ impl Config {
             fake_reasoning_max_tokens: self.fake_reasoning_max_tokens,
             thinking_mode: self.fake_reasoning_handling,
             reasoning_mode: self.reasoning_mode,
-            worker_threads: self.worker_threads,
             log_filter: self.log_level.filter(),
             json_logs: self.log_format == LogFormat::Json,
             debug_mode: self.debug_mode,
@@ -442,7 +441,6 @@ pub struct ValidConfig {
     pub responses_store_max: usize,
     pub responses_store_ttl: Duration,
     pub cors_allow_origins: Vec<String>,
-    pub worker_threads: usize,
 
     // models and reasoning (the catalogue's refresh at least every second)
     pub model_cache_ttl: Duration,
