@@ -241,13 +241,13 @@ async fn run(args: Args, cfg: Config) -> Result<(), Box<dyn std::error::Error>> 
     });
     tracing::info!(%addr, auth = gateway.parts.tokens.auth_kind().as_str(), "kiro-gateway listening");
     if args.demo {
-        let key_header = if valid.raw.proxy_api_key.is_empty() {
+        let key_header = if valid.proxy_api_key.is_empty() {
             String::new()
         } else {
             // the demo's own key, printed so the example command works as pasted
             format!(
                 " -H 'Authorization: Bearer {}'",
-                valid.raw.proxy_api_key.expose()
+                valid.proxy_api_key.expose()
             )
         };
         println!(
@@ -257,9 +257,9 @@ async fn run(args: Args, cfg: Config) -> Result<(), Box<dyn std::error::Error>> 
         println!("kiro-gateway listening on http://{addr}");
     }
     let opts = kiro_gateway::server::ServeOptions {
-        grace: kiro_gateway::config::secs(valid.raw.shutdown_grace_secs, 0.0),
-        header_read_timeout: kiro_gateway::config::secs(valid.raw.header_read_timeout, 0.1),
-        max_connections: valid.raw.max_connections,
+        grace: valid.shutdown_grace,
+        header_read_timeout: valid.header_read_timeout,
+        max_connections: valid.max_connections,
         metrics: Some(gateway.metrics.clone()),
         ..Default::default()
     };

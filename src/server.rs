@@ -89,7 +89,6 @@ fn build_account(
     http: UpstreamHttp,
     headers: KiroHeaders,
 ) -> Result<(TokenManager, KiroClient), GatewayError> {
-    let raw = &cfg.raw;
     let endpoints = &spec.endpoints;
     // the protocol decides what the body must carry; the layers above just use the values
     let body = spec.protocol.body_requirements();
@@ -110,8 +109,8 @@ fn build_account(
         http.clone(),
         headers.clone(),
         TokenConfig {
-            refresh_margin: Duration::from_secs(raw.token_refresh_margin_secs),
-            lock_timeout: crate::config::secs(raw.credentials_lock_timeout_secs, 0.0),
+            refresh_margin: cfg.token_refresh_margin,
+            lock_timeout: cfg.credentials_lock_timeout,
             profile_arn_policy,
             ..Default::default()
         },
@@ -130,7 +129,7 @@ fn build_account(
             KiroClientConfig::runtime(endpoints.api(&region), endpoints.management(&region))
         }
     };
-    client_cfg.idle_timeout = crate::config::secs(raw.streaming_read_timeout, 0.05);
+    client_cfg.idle_timeout = cfg.streaming_read_timeout;
     client_cfg.headers = headers;
     Ok((tokens, KiroClient::new(http, client_cfg)))
 }
@@ -138,7 +137,6 @@ fn build_account(
 impl Gateway {
     /// Build from a checked configuration (reads the credentials; no network yet).
     pub fn from_config(cfg: &ValidConfig) -> Result<Self, GatewayError> {
-        let raw = &cfg.raw;
         if cfg.accounts.is_empty() {
             // the credential loader says what is missing, in the single-account form's words
             return Err(crate::auth::source::load(&cfg.credentials())
@@ -156,7 +154,7 @@ impl Gateway {
                 None => {
                     let h = UpstreamHttp::new(&HttpConfig {
                         proxy: spec.proxy.clone(),
-                        connect_timeout: Duration::from_secs(raw.connect_timeout),
+                        connect_timeout: cfg.connect_timeout,
                         ..Default::default()
                     })?;
                     clients.push((spec.proxy.clone(), h.clone()));
@@ -189,48 +187,45 @@ impl Gateway {
         let parts = StackParts {
             metrics: Some(metrics.clone()),
             api_keys: ApiKeyLayer::with_clients(cfg.client_keys.iter().cloned()),
-            body_limit: raw.max_body_bytes,
-            body_budget: Some(crate::layers::BodyBudget::new(raw.max_inflight_body_bytes)),
+            body_limit: cfg.max_body_bytes,
+            body_budget: Some(crate::layers::BodyBudget::new(cfg.max_inflight_body_bytes)),
             capture: CaptureConfig {
                 mode: cfg.debug_mode,
-                dir: raw.debug_dir.clone(),
-                keep: raw.debug_keep,
+                dir: cfg.debug_dir.clone(),
+                keep: cfg.debug_keep,
             },
             catalog: Arc::new(
-                ModelCatalog::new(
-                    Duration::from_secs(raw.model_cache_ttl.max(1)),
-                    cfg.unknown_model_policy,
-                )
-                .with_aliases(cfg.model_aliases.iter().map(|(a, m)| (a, m.clone()))),
+                ModelCatalog::new(cfg.model_cache_ttl, cfg.unknown_model_policy)
+                    .with_aliases(cfg.model_aliases.iter().map(|(a, m)| (a, m.clone()))),
             ),
             translate: TranslateConfig {
                 tokens: Some(tokens.clone()),
                 origin: client.body_requirements().origin.into(),
-                tool_description_max: raw.tool_description_max_length,
+                tool_description_max: cfg.tool_description_max_length,
                 thinking: crate::api::thinking::ThinkingDefaults {
-                    enabled: raw.fake_reasoning,
-                    budget: raw.fake_reasoning_max_tokens,
+                    enabled: cfg.fake_reasoning,
+                    budget: cfg.fake_reasoning_max_tokens,
                 },
                 thinking_mode: cfg.thinking_mode,
                 reasoning_mode: cfg.reasoning_mode,
                 close_streams: CancellationToken::new(),
                 pooled: pool.is_pooled(),
-                max_payload_bytes: raw.kiro_max_payload_bytes,
-                auto_trim_payload: raw.auto_trim_payload,
+                max_payload_bytes: cfg.kiro_max_payload_bytes,
+                auto_trim_payload: cfg.auto_trim_payload,
                 open_streams: Default::default(),
                 responses: Arc::new(crate::api::responses::ResponseStore::new(
-                    raw.responses_store_max,
-                    Duration::from_secs(raw.responses_store_ttl_secs),
+                    cfg.responses_store_max,
+                    cfg.responses_store_ttl,
                 )),
             },
             retry: RetryConfig {
-                max_attempts: raw.retry_max_attempts.max(1),
-                base_delay: Duration::from_millis(raw.retry_base_delay_ms),
-                max_delay: Duration::from_millis(raw.retry_max_delay_ms),
-                budget: Duration::from_secs(raw.retry_budget_secs),
-                first_token_timeout: crate::config::secs(raw.first_token_timeout, 0.05),
-                first_token_max_attempts: raw.first_token_max_retries.max(1),
-                retry_after_cap: crate::config::secs(raw.retry_after_max_secs, 0.0),
+                max_attempts: cfg.retry_max_attempts,
+                base_delay: cfg.retry_base_delay,
+                max_delay: cfg.retry_max_delay,
+                budget: cfg.retry_budget,
+                first_token_timeout: cfg.first_token_timeout,
+                first_token_max_attempts: cfg.first_token_max_attempts,
+                retry_after_cap: cfg.retry_after_cap,
             },
             tokens,
             client,
@@ -241,7 +236,7 @@ impl Gateway {
             traffic: crate::dashboard::Traffic::new(),
             parts,
             started: SystemTime::now(),
-            cors_origins: raw.cors_allow_origins.clone(),
+            cors_origins: cfg.cors_allow_origins.clone(),
             metrics,
             metrics_access: cfg.metrics_access.clone(),
         })

@@ -205,7 +205,7 @@ async fn a_conversation_keeps_its_account_for_ten_turns() {
     let b = MockKiro::start(mock_cfg("B")).await.unwrap();
     let c = MockKiro::start(mock_cfg("C")).await.unwrap();
     let r = gateway("A", &[("b", &b), ("c", &c)], |cfg| {
-        cfg.account_selection = "round_robin".into();
+        cfg.account_selection = kiro_gateway::accounts::Strategy::RoundRobin;
     })
     .await;
     let calls = |r: &Running| {
@@ -398,7 +398,7 @@ async fn a_suspended_account_and_a_refused_refresh_move_on_and_show_why() {
     let revoked = MockKiro::start(mock_cfg("R")).await.unwrap();
     revoked.revoke_refresh_token();
     let r = gateway("A", &[("s", &suspended), ("r", &revoked)], |cfg| {
-        cfg.account_selection = "priority".into();
+        cfg.account_selection = kiro_gateway::accounts::Strategy::Priority;
         // s first, then r, then default
         cfg.accounts[0].priority = -2;
         cfg.accounts[1].priority = -1;

@@ -278,7 +278,7 @@ async fn a_locked_kiro_cli_database_delays_the_refresh_by_the_lock_timeout_only(
         c.fake_reasoning = false;
         c.credentials_lock_timeout_secs = 1.0;
         // one attempt: a refresh that does not fit in the first-token timeout is a 504
-        c.first_token_timeout = 2.5;
+        c.first_token_timeout_secs = 2.5;
         c.first_token_max_retries = 1;
     })
     .await;

@@ -520,7 +520,10 @@ async fn models_without_a_schema_keep_prompt_tags_and_reasoning_mode_forces_eith
     assert_eq!(v["choices"][0]["message"]["reasoning_content"], "hm");
 
     // REASONING_MODE=prompt: tags even where the schema is advertised
-    let r = start_with(native_mock(), |c| c.reasoning_mode = "prompt".into()).await;
+    let r = start_with(native_mock(), |c| {
+        c.reasoning_mode = kiro_gateway::api::thinking::ReasoningMode::Prompt
+    })
+    .await;
     r.mock.push_reply(Reply::Stream(Script::text("ok", 3)));
     openai(
         &r,
@@ -533,7 +536,7 @@ async fn models_without_a_schema_keep_prompt_tags_and_reasoning_mode_forces_eith
 
     // REASONING_MODE=native: fields even without a schema
     let r = start_with(MockConfig::default(), |c| {
-        c.reasoning_mode = "native".into()
+        c.reasoning_mode = kiro_gateway::api::thinking::ReasoningMode::Native
     })
     .await;
     r.mock.push_reply(Reply::Stream(Script::text("ok", 3)));
@@ -640,7 +643,10 @@ async fn fake_reasoning_handling_applies_to_native_reasoning_too() {
             "<thinking>Two is less than three.</thinking>\n\nYes.",
         ),
     ] {
-        let r = start_with(native_mock(), |c| c.fake_reasoning_handling = mode.into()).await;
+        let r = start_with(native_mock(), |c| {
+            c.fake_reasoning_handling = mode.parse().unwrap()
+        })
+        .await;
         r.mock.push_reply(Reply::Stream(native_answer()));
         let (s, b) = openai(
             &r,

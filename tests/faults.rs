@@ -28,8 +28,8 @@ const ALL: [(Dialect, bool); 4] = [
 ];
 
 fn fast(c: &mut Config) {
-    c.first_token_timeout = 0.4;
-    c.streaming_read_timeout = 0.4;
+    c.first_token_timeout_secs = 0.4;
+    c.streaming_read_timeout_secs = 0.4;
     c.retry_base_delay_ms = 5;
     c.retry_max_delay_ms = 20;
 }
@@ -325,7 +325,7 @@ async fn a_stall_right_after_the_metadata_event_is_a_first_token_timeout() {
     for (d, stream) in ALL {
         let r = gateway(|c| {
             no_thinking(c);
-            c.streaming_read_timeout = 30.0;
+            c.streaming_read_timeout_secs = 30.0;
         })
         .await;
         // frame 0 is the metadata event; the text would come 20 s later

@@ -88,7 +88,7 @@ async fn a_name_of_no_known_family_is_a_400_listing_close_matches() {
 #[tokio::test]
 async fn reject_keeps_refusing_ids_the_catalogue_lacks() {
     let r = start_with(MockConfig::default(), |c| {
-        c.unknown_model_policy = "reject".into()
+        c.unknown_model_policy = kiro_gateway::models::UnknownModelPolicy::Reject
     })
     .await;
     let (s, _, v) = post(&r, "/v1/messages", messages("claude-sonnet-5", false)).await;
@@ -104,7 +104,7 @@ async fn reject_keeps_refusing_ids_the_catalogue_lacks() {
 #[tokio::test]
 async fn pass_sends_the_name_upstream_as_written() {
     let r = start_with(MockConfig::default(), |c| {
-        c.unknown_model_policy = "pass".into()
+        c.unknown_model_policy = kiro_gateway::models::UnknownModelPolicy::Pass
     })
     .await;
     // the mock refuses unknown ids as the service does

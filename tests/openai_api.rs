@@ -300,7 +300,7 @@ async fn debug_capture_keeps_a_folder_per_request_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let r = start_with(MockConfig::default(), move |c| {
-        c.debug_mode = "all".into();
+        c.debug_mode = kiro_gateway::layers::DebugMode::All;
         c.debug_dir = d;
         c.debug_keep = 2;
     })

@@ -669,7 +669,7 @@ async fn debug_mode_errors_keeps_the_exact_body_of_a_request_the_service_refused
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let r = start_with(Default::default(), move |c| {
-        c.debug_mode = "errors".into();
+        c.debug_mode = kiro_gateway::layers::DebugMode::Errors;
         c.debug_dir = d;
     })
     .await;

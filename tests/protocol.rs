@@ -29,7 +29,7 @@ fn mock_cfg() -> MockConfig {
 }
 
 fn runtime(c: &mut Config) {
-    c.kiro_api_protocol = "runtime".into();
+    c.kiro_api_protocol = kiro_gateway::kiro::ApiProtocol::Runtime;
     c.profile_arn = Some(ARN.into());
 }
 
@@ -183,7 +183,7 @@ async fn runtime_refuses_to_start_without_a_profile_arn() {
     let mock = MockKiro::start(mock_cfg()).await.unwrap();
     let mut cfg = Config::default();
     cfg.use_mock(&mock);
-    cfg.kiro_api_protocol = "runtime".into();
+    cfg.kiro_api_protocol = kiro_gateway::kiro::ApiProtocol::Runtime;
     let Err(e) = Gateway::from_config(&cfg.validate().unwrap()) else {
         panic!("started without a profile ARN");
     };
@@ -198,7 +198,7 @@ async fn runtime_refuses_to_start_without_a_profile_arn() {
         assert!(text.contains(hint), "{hint} missing: {text}");
     }
     // the q protocol starts with the same settings (desktop accounts get it from the refresh)
-    cfg.kiro_api_protocol = "q".into();
+    cfg.kiro_api_protocol = kiro_gateway::kiro::ApiProtocol::Q;
     assert!(Gateway::from_config(&cfg.validate().unwrap()).is_ok());
 }
 
@@ -234,7 +234,7 @@ async fn runtime_takes_the_profile_arn_from_kiro_clis_state_table() {
         ..Default::default()
     };
     let r = start_with(cli, |c| {
-        c.kiro_api_protocol = "runtime".into();
+        c.kiro_api_protocol = kiro_gateway::kiro::ApiProtocol::Runtime;
         c.kiro_cli_db_file = Some(db.clone());
     })
     .await;
@@ -616,7 +616,7 @@ async fn models_endpoint_claims_no_limits_on_the_fallback_list() {
 
 #[tokio::test]
 async fn catalogue_refreshes_in_the_background_never_on_a_request() {
-    let r = start_with(MockConfig::default(), |c| c.model_cache_ttl = 1).await;
+    let r = start_with(MockConfig::default(), |c| c.model_cache_ttl_secs = 1).await;
     let lists = |r: &Running| r.mock.requests_to("/ListAvailableModels").len();
     assert_eq!(lists(&r), 1);
     for _ in 0..3 {

@@ -70,10 +70,10 @@ async fn no_secret_in_logs_errors_or_debug_files() {
     for file in [desktop_file, oidc_file] {
         let dd = debug_dir.path().to_path_buf();
         let r = common::start_on_creds_file(MockConfig::default(), &file, move |c| {
-            c.debug_mode = "all".into();
+            c.debug_mode = kiro_gateway::layers::DebugMode::All;
             c.debug_dir = dd;
             c.debug_keep = 1000;
-            c.log_level = "trace".into();
+            c.log_level = kiro_gateway::config::LogLevel::Trace;
             c.retry_base_delay_ms = 1;
         })
         .await;
@@ -136,13 +136,13 @@ async fn no_secret_in_logs_errors_or_debug_files() {
             ..Default::default()
         };
         let r = start_with(mock, move |c| {
-            c.debug_mode = "all".into();
+            c.debug_mode = kiro_gateway::layers::DebugMode::All;
             c.debug_dir = dd;
             c.debug_keep = 1000;
-            c.log_level = "trace".into();
+            c.log_level = kiro_gateway::config::LogLevel::Trace;
             c.refresh_token = None;
             c.kiro_api_key = Some(key.into());
-            c.kiro_api_protocol = protocol.into();
+            c.kiro_api_protocol = protocol.parse().unwrap();
             c.profile_arn = Some("arn:aws:codewhisperer:us-east-1:1:profile/P".into());
         })
         .await;

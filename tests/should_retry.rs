@@ -34,7 +34,7 @@ async fn gateway() -> Running {
         c.retry_max_delay_ms = 2;
         c.retry_max_attempts = 1;
         c.max_body_bytes = 4096;
-        c.first_token_timeout = 0.3;
+        c.first_token_timeout_secs = 0.3;
         c.first_token_max_retries = 1;
     })
     .await

@@ -249,7 +249,7 @@ async fn handling_modes_remove_strip_and_pass() {
         ),
     ] {
         let r = start_with(MockConfig::default(), |c| {
-            c.fake_reasoning_handling = mode.into()
+            c.fake_reasoning_handling = mode.parse().unwrap()
         })
         .await;
         r.mock.push_reply(Reply::Stream(Script::text(ANSWER, 4)));

@@ -34,7 +34,7 @@
 //! The Kiro IDE and kiro-cli do not know the `.lock` file: against them the gateway relies on
 //! re-reading before every refresh and re-reading once more after a refused one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 pub use super::source::{lock_path, open_lock_file};
