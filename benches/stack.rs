@@ -16,10 +16,10 @@ use kiro_gateway::api::openai::OpenAiChat;
 use kiro_gateway::api::Body;
 use kiro_gateway::config::Config;
 use kiro_gateway::kiro::{EventStream, GenerateRequest, GenerateResponse, KiroClientConfig};
-use kiro_gateway::layers::gateway_stack_over;
 use kiro_gateway::layers::KiroAuthLayer;
 use kiro_gateway::mock::{MockEvent, Script};
 use kiro_gateway::server::Gateway;
+use kiro_gateway::stack::gateway_stack_over;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 

@@ -45,14 +45,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
@@ -60,9 +58,8 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::auth::TokenManager;
-use crate::kiro::{self, Error, Event, GenerateRequest, GenerateResponse, KiroClient};
-use crate::layers::capture::CaptureHandle;
-use crate::layers::metrics::{RequestRecord, RetryCause};
+use crate::context::{CaptureHandle, FirstTokenDeadline, RequestRecord, RetryCause};
+use crate::kiro::{Error, Event, GenerateRequest, GenerateResponse, KiroClient};
 use crate::lock;
 
 /// The upstream service of one account.
@@ -171,98 +168,9 @@ impl Default for PoolConfig {
     }
 }
 
-/// The conversation a request belongs to, for stickiness (put into the
-/// [`GenerateRequest`] extensions by the translation; see the module docs for how it is
-/// derived).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConversationKey(pub u64);
+pub use crate::context::ConversationKey;
 
-impl ConversationKey {
-    /// The session headers clients send, in the order they are looked at.
-    pub const HEADERS: [&'static str; 3] =
-        ["x-session-id", "x-claude-code-session-id", "session_id"];
-
-    /// From the client's session header, if it sent one.
-    pub fn from_headers(headers: &http::HeaderMap) -> Option<ConversationKey> {
-        Self::HEADERS.iter().find_map(|h| {
-            let v = headers.get(*h)?.as_bytes();
-            (!v.is_empty()).then(|| Self::of(&[b"header", v]))
-        })
-    }
-
-    /// A hash of some parts (each capped at 4 KiB: the start of a prompt says which
-    /// conversation it is).
-    pub fn of(parts: &[&[u8]]) -> ConversationKey {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for p in parts {
-            let p = &p[..p.len().min(4096)];
-            p.len().hash(&mut h);
-            p.hash(&mut h);
-        }
-        ConversationKey(h.finish())
-    }
-}
-
-/// The typed Kiro request a body was serialised from, and the account-specific values in it,
-/// so that an account whose profile ARN or protocol differs gets its own body. The
-/// translation puts it into the [`GenerateRequest`] extensions when the pool has more than
-/// one account.
-#[derive(Debug, Clone)]
-pub struct KiroBody {
-    pub request: Arc<kiro::types::GenerateAssistantRequest>,
-}
-
-impl KiroBody {
-    /// The body for an account that sends `profile_arn` and uses `origin`, when it differs
-    /// from the one serialised (`None`: the serialised body is right as it is).
-    fn for_account(&self, profile_arn: Option<&str>, origin: &str) -> Option<Result<Bytes, Error>> {
-        let r = &self.request;
-        let body_origin = r
-            .conversation_state
-            .current_message
-            .user_input_message
-            .origin
-            .as_str();
-        if r.profile_arn.as_deref() == profile_arn && body_origin == origin {
-            return None;
-        }
-        let encoded = if body_origin == origin {
-            #[derive(serde::Serialize)]
-            #[serde(rename_all = "camelCase")]
-            struct WithArn<'a> {
-                conversation_state: &'a kiro::types::ConversationState,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                profile_arn: Option<&'a str>,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                additional_model_request_fields: &'a Option<serde_json::Value>,
-            }
-            serde_json::to_vec(&WithArn {
-                conversation_state: &r.conversation_state,
-                profile_arn,
-                additional_model_request_fields: &r.additional_model_request_fields,
-            })
-        } else {
-            // another protocol in the same pool (rare): every message carries the origin
-            let mut copy = (**r).clone();
-            copy.profile_arn = profile_arn.map(str::to_owned);
-            copy.conversation_state
-                .current_message
-                .user_input_message
-                .origin = origin.to_owned();
-            for h in &mut copy.conversation_state.history {
-                if let kiro::types::HistoryMessage::UserInputMessage(u) = h {
-                    u.origin = origin.to_owned();
-                }
-            }
-            serde_json::to_vec(&copy)
-        };
-        Some(
-            encoded
-                .map(Bytes::from)
-                .map_err(|e| Error::Request(format!("could not serialise the Kiro request: {e}"))),
-        )
-    }
-}
+pub use crate::kiro::KiroBody;
 
 /// What an account is doing, as `/health/accounts` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -487,6 +395,18 @@ pub struct AccountSnapshot {
     pub credits: f64,
     pub token_refreshes: u64,
     pub token_refresh_failures: u64,
+}
+
+impl<'a> From<&'a AccountSnapshot> for crate::layers::metrics::AccountGauge<'a> {
+    fn from(a: &'a AccountSnapshot) -> Self {
+        crate::layers::metrics::AccountGauge {
+            name: &a.name,
+            state: a.state,
+            available: a.available,
+            token_refreshes: a.token_refreshes,
+            token_refresh_failures: a.token_refresh_failures,
+        }
+    }
 }
 
 struct PoolInner {
@@ -1034,10 +954,7 @@ impl Service<GenerateRequest> for AccountPool {
             let pooled = pool.is_pooled();
             let mut tried: Vec<usize> = Vec::new();
             loop {
-                let deadline = req
-                    .extensions
-                    .get::<crate::layers::retry::FirstTokenDeadline>()
-                    .map(|d| d.0);
+                let deadline = req.extensions.get::<FirstTokenDeadline>().map(|d| d.0);
                 let started = Instant::now();
                 let (i, mut lease) = match pool.pick(key, &tried) {
                     Ok(x) => x,
@@ -1172,6 +1089,7 @@ fn metered(mut resp: GenerateResponse, lease: Lease) -> GenerateResponse {
 mod tests {
     use super::*;
     use crate::kiro::UpstreamStatus;
+    use bytes::Bytes;
     use http::{HeaderMap, StatusCode};
 
     fn status(code: u16, body: &'static str) -> Error {

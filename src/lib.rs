@@ -5,7 +5,10 @@
 //! - [`auth`]: credentials, single-flight refresh, write-back;
 //! - [`accounts`]: several Kiro accounts: selection, stickiness, failover, cool-downs;
 //! - [`api`]: the public dialects and the conversation model they share;
-//! - [`layers`]: every concern as a Tower layer, and [`layers::gateway_stack`];
+//! - [`context`]: the request-context types the layers pass down (a table of who inserts
+//!   and who reads each);
+//! - [`layers`]: every concern as a Tower layer, each usable alone;
+//! - [`stack`]: the layers assembled over the account pool ([`stack::gateway_stack`]);
 //! - [`server`]: the bundled server, built only from the public pieces above;
 //! - [`codex_catalog`]: model metadata in the Codex CLI's catalogue shape;
 //! - [`dashboard`]: the operator page and the traffic history behind its charts;
@@ -17,6 +20,7 @@ pub mod auth;
 pub mod body;
 pub mod codex_catalog;
 pub mod config;
+pub mod context;
 pub mod dashboard;
 pub mod dialect;
 pub mod error;
@@ -26,6 +30,7 @@ pub mod mock;
 pub mod models;
 pub mod secret;
 pub mod server;
+pub mod stack;
 
 pub use error::GatewayError;
 

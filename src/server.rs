@@ -32,10 +32,9 @@ use crate::kiro::{
     self, ApiProtocol, BearerKind, HttpConfig, KiroClient, KiroClientConfig, KiroHeaders,
     UpstreamHttp,
 };
-use crate::layers::{
-    ApiKeyLayer, CaptureConfig, Metrics, RetryConfig, StackParts, TranslateConfig,
-};
+use crate::layers::{ApiKeyLayer, CaptureConfig, Metrics, RetryConfig, TranslateConfig};
 use crate::models::ModelCatalog;
+use crate::stack::StackParts;
 
 /// Everything a running gateway shares between requests.
 #[derive(Clone)]
@@ -285,10 +284,10 @@ impl Gateway {
 
     /// The router with every route and the generic tower-http layers.
     pub fn router(&self) -> Router {
-        let chat = crate::layers::gateway_stack::<OpenAiChat>(&self.parts);
-        let messages = crate::layers::gateway_stack::<AnthropicMessages>(&self.parts);
+        let chat = crate::stack::gateway_stack::<OpenAiChat>(&self.parts);
+        let messages = crate::stack::gateway_stack::<AnthropicMessages>(&self.parts);
         let responses =
-            crate::layers::gateway_stack::<crate::api::responses::OpenAiResponses>(&self.parts);
+            crate::stack::gateway_stack::<crate::api::responses::OpenAiResponses>(&self.parts);
         // the chat routes check the key inside their stack (below the metrics layer, so
         // refused requests are counted too); the other /v1 routes through `route_layer`
         // (a refused key on a route no chat stack marks is worded by the dialect the request
@@ -715,7 +714,12 @@ async fn metrics_text(State(gw): State<Gateway>, headers: http::HeaderMap) -> Re
             return Dialect::OpenAi.error_response(&e);
         }
     }
-    gw.metrics.set_accounts(&gw.parts.accounts.snapshot());
+    let accounts = gw.parts.accounts.snapshot();
+    gw.metrics.set_accounts(
+        accounts
+            .iter()
+            .map(crate::layers::metrics::AccountGauge::from),
+    );
     let mut r = Response::new(Body::from(gw.metrics.render()));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -21,12 +21,52 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderValue, Response, StatusCode};
 
+use std::sync::Arc;
+
 use crate::error::GatewayError;
 use crate::kiro::client::KiroEvents;
 use crate::kiro::Event;
+use conversation::Conversation;
+use thinking::{ReasoningAsk, ThinkingDefaults};
 
 pub use crate::body::Body;
 pub use crate::dialect::Dialect;
+
+/// What a public dialect provides to the translation layer
+/// ([`TranslateLayer`](crate::layers::TranslateLayer)): its request type, how to read it into
+/// the shared conversation, and how to render the answer, streamed or folded.
+pub trait DialectApi: Send + Sync + 'static {
+    /// The parsed request body.
+    type Request: Send + 'static;
+    type Encoder: Encoder + Unpin;
+    type Folder: Folder;
+    const DIALECT: Dialect;
+    /// Prefix of response ids (`chatcmpl-`, `msg_`).
+    const ID_PREFIX: &'static str;
+    /// The route the dialect is served on (the `route` label of its metrics).
+    const ROUTE: &'static str;
+    /// What the request calls its list of messages, in the places pre-flight errors name
+    /// (`messages[2]`; the Responses API's `input[2]`).
+    const MESSAGES: &'static str = "messages";
+
+    fn model(req: &Self::Request) -> &str;
+    fn is_stream(req: &Self::Request) -> bool;
+    /// Give the request what it needs before it is converted (the Responses dialect takes the
+    /// store of finished responses); nothing by default.
+    fn bind(_req: &mut Self::Request, _responses: &Arc<responses::ResponseStore>) {}
+    /// A failure before the answer started, in the dialect's own terms when it has a better
+    /// form than an HTTP error (the Responses stream's `response.failed`); `None`: the error
+    /// response.
+    fn failure(_req: &Self::Request, _err: &GatewayError) -> Option<Response<Body>> {
+        None
+    }
+    fn conversation(req: &Self::Request) -> Result<Conversation, GatewayError>;
+    /// The reasoning this request asks for: `Some` to ask the model to reason, `None` for no
+    /// reasoning; a request that does not say gets the configured default.
+    fn reasoning(req: &Self::Request, defaults: ThinkingDefaults) -> Option<ReasoningAsk>;
+    fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder;
+    fn folder(req: &Self::Request, meta: ResponseMeta) -> Self::Folder;
+}
 
 /// What a dialect's encoder or folder needs to know about the request.
 #[derive(Debug, Clone)]

@@ -37,8 +37,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-pub use super::source::{lock_path, open_lock_file};
 use super::source::{self, CredentialSource, Credentials, Rotation};
+pub use super::source::{lock_path, open_lock_file};
 use super::AuthError;
 
 /// How often a held file lock is tried again.

@@ -597,6 +597,71 @@ impl KiroClientConfig {
     }
 }
 
+/// The typed Kiro request a body was serialised from, and the account-specific values in it,
+/// so that an account whose profile ARN or protocol differs gets its own body. The
+/// translation puts it into the [`GenerateRequest`] extensions when the pool has more than
+/// one account.
+#[derive(Debug, Clone)]
+pub struct KiroBody {
+    pub request: Arc<super::types::GenerateAssistantRequest>,
+}
+
+impl KiroBody {
+    /// The body for an account that sends `profile_arn` and uses `origin`, when it differs
+    /// from the one serialised (`None`: the serialised body is right as it is).
+    pub fn for_account(
+        &self,
+        profile_arn: Option<&str>,
+        origin: &str,
+    ) -> Option<Result<Bytes, Error>> {
+        let r = &self.request;
+        let body_origin = r
+            .conversation_state
+            .current_message
+            .user_input_message
+            .origin
+            .as_str();
+        if r.profile_arn.as_deref() == profile_arn && body_origin == origin {
+            return None;
+        }
+        let encoded = if body_origin == origin {
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct WithArn<'a> {
+                conversation_state: &'a super::types::ConversationState,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                profile_arn: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                additional_model_request_fields: &'a Option<serde_json::Value>,
+            }
+            serde_json::to_vec(&WithArn {
+                conversation_state: &r.conversation_state,
+                profile_arn,
+                additional_model_request_fields: &r.additional_model_request_fields,
+            })
+        } else {
+            // another protocol in the same pool (rare): every message carries the origin
+            let mut copy = (**r).clone();
+            copy.profile_arn = profile_arn.map(str::to_owned);
+            copy.conversation_state
+                .current_message
+                .user_input_message
+                .origin = origin.to_owned();
+            for h in &mut copy.conversation_state.history {
+                if let super::types::HistoryMessage::UserInputMessage(u) = h {
+                    u.origin = origin.to_owned();
+                }
+            }
+            serde_json::to_vec(&copy)
+        };
+        Some(
+            encoded
+                .map(Bytes::from)
+                .map_err(|e| Error::Request(format!("could not serialise the Kiro request: {e}"))),
+        )
+    }
+}
+
 /// One `generateAssistantResponse` attempt.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {

@@ -8,7 +8,7 @@ pub mod types;
 
 pub use client::{
     ApiProtocol, BearerKind, BodyRequirements, EndpointTemplates, EventStream, GenerateRequest,
-    GenerateResponse, HttpConfig, KiroClient, KiroClientConfig, KiroEvents, KiroHeaders,
+    GenerateResponse, HttpConfig, KiroBody, KiroClient, KiroClientConfig, KiroEvents, KiroHeaders,
     UpstreamHttp,
 };
 pub use error::{AuthError, Error, Failure, UpstreamStatus, KIRO_CREDENTIALS_REFUSED};

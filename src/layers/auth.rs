@@ -112,9 +112,7 @@ impl ClientKey {
     }
 }
 
-/// The name of the client key a request presented, in its extensions (never the key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientName(pub Arc<str>);
+pub use crate::context::ClientName;
 
 /// A token bucket of `per_minute` requests.
 struct Bucket {

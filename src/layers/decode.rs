@@ -32,14 +32,7 @@ use tower_service::Service;
 use crate::api::Body;
 use crate::error::GatewayError;
 
-/// The request body exactly as the client sent it.
-#[derive(Debug, Clone)]
-pub struct RawBody(pub Bytes);
-
-/// The size of the request body as read, in bytes (a request extension the translation uses
-/// to decide whether its work is large enough to move off the async workers).
-#[derive(Debug, Clone, Copy)]
-pub struct BodySize(pub usize);
+pub use crate::context::{BodySize, RawBody};
 
 /// Bodies at least this large are parsed (and translated, see
 /// [`TranslateLayer`](super::TranslateLayer)) on the blocking pool, so the CPU they take

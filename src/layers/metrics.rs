@@ -39,7 +39,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -50,15 +50,9 @@ use pin_project::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::api::usage::UsageReport;
 use crate::api::{Body, Dialect};
 
-/// The account label until an account pool names the account that served a request.
-pub const DEFAULT_ACCOUNT: &str = "default";
-
-/// The client label of a request no client key was checked for (no keys configured) or that
-/// presented no valid key.
-pub const NO_CLIENT: &str = "none";
+pub use crate::context::record::{RequestRecord, RetryCause, DEFAULT_ACCOUNT, NO_CLIENT};
 
 const META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -82,187 +76,20 @@ pub mod names {
     pub const CONNECTIONS_HEAD_TIMEOUT: &str = "kiro_gateway_connections_head_timeout_total";
 }
 
-/// Why an upstream attempt was retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryCause {
-    /// 429 (or a throttling exception before the first event).
-    Throttle,
-    /// 5xx (or an internal-error exception before the first event).
-    ServerError,
-    /// No answer at all: connection refused, reset, DNS, TLS.
-    Connect,
-    /// A 403 saying the access token is invalid: refreshed and retried once.
-    InvalidToken,
-    /// Nothing within `FIRST_TOKEN_TIMEOUT`.
-    FirstTokenTimeout,
-    /// The account failed (throttle, quota, suspension, refused refresh, repeated 5xx) and
-    /// the request moved to another one of the pool.
-    Failover,
-}
-
-impl RetryCause {
-    const ALL: [RetryCause; 6] = [
-        RetryCause::Throttle,
-        RetryCause::ServerError,
-        RetryCause::Connect,
-        RetryCause::InvalidToken,
-        RetryCause::FirstTokenTimeout,
-        RetryCause::Failover,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetryCause::Throttle => "throttle",
-            RetryCause::ServerError => "5xx",
-            RetryCause::Connect => "connect",
-            RetryCause::InvalidToken => "invalid_token",
-            RetryCause::FirstTokenTimeout => "first_token_timeout",
-            RetryCause::Failover => "failover",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The cause of retrying after `e` (an error the retry policy retries).
-    pub fn of(e: &crate::kiro::Error) -> RetryCause {
-        use crate::kiro::Failure;
-        match e.failure() {
-            Failure::Timeout => RetryCause::FirstTokenTimeout,
-            Failure::Throttle(_) => RetryCause::Throttle,
-            Failure::InvalidToken => RetryCause::InvalidToken,
-            Failure::Transient => RetryCause::Connect,
-            _ => RetryCause::ServerError,
-        }
-    }
-}
-
-/// What the layers of one request learn about it, for the metrics recorded when it ends.
-/// Cheap to clone (one `Arc`); found in the request extensions (and in the
-/// [`GenerateRequest`](crate::kiro::GenerateRequest) extensions below the translation).
-#[derive(Debug, Clone, Default)]
-pub struct RequestRecord(Arc<RecordInner>);
-
-#[derive(Debug, Default)]
-struct RecordInner {
-    client: OnceLock<Arc<str>>,
-    model: OnceLock<String>,
-    usage: UsageReport,
-    /// Attempts and retries by account, the current (last) account last.
-    tallies: std::sync::Mutex<Vec<Tally>>,
-    /// The error a streamed answer ended on after its 200 (status, message).
-    stream_failure: OnceLock<(u16, String)>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    /// `None`: [`DEFAULT_ACCOUNT`].
-    account: Option<Arc<str>>,
-    attempts: u32,
-    retries: [u32; RetryCause::ALL.len()],
-}
-
-impl Tally {
-    fn name(&self) -> &str {
-        self.account.as_deref().unwrap_or(DEFAULT_ACCOUNT)
-    }
-}
-
-impl RequestRecord {
-    /// The name of the client key the request presented (never the key).
-    pub fn set_client(&self, name: &Arc<str>) {
-        let _ = self.0.client.set(name.clone());
-    }
-
-    /// The model the request resolved to.
-    pub fn set_model(&self, model: &str) {
-        let _ = self.0.model.set(model.to_owned());
-    }
-
-    /// The account the next attempts go to (an account pool sets it before each; else
-    /// [`DEFAULT_ACCOUNT`]). The last one set is the account that served the request.
-    pub fn set_account(&self, account: &Arc<str>) {
-        let mut t = self.tallies();
-        match t.last_mut() {
-            Some(last) if last.name() == &**account => {}
-            // nothing counted yet under the default name: it was this account all along
-            Some(last) if last.account.is_none() && last.attempts == 0 => {
-                last.account = Some(account.clone())
-            }
-            _ => t.push(Tally {
-                account: Some(account.clone()),
-                ..Default::default()
-            }),
-        }
-    }
-
-    fn tallies(&self) -> std::sync::MutexGuard<'_, Vec<Tally>> {
-        crate::lock(&self.0.tallies)
-    }
-
-    fn current(t: &mut Vec<Tally>) -> &mut Tally {
-        if t.is_empty() {
-            t.push(Tally::default());
-        }
-        let n = t.len() - 1;
-        &mut t[n]
-    }
-
-    pub fn client(&self) -> &str {
-        self.0.client.get().map_or(NO_CLIENT, |c| c)
-    }
-
-    /// The account the request went to, if it reached one.
-    pub fn account_if_any(&self) -> Option<Arc<str>> {
-        self.tallies().last().and_then(|t| t.account.clone())
-    }
-
-    /// The account that served the request (the last one an attempt went to).
-    pub fn account(&self) -> Arc<str> {
-        self.tallies()
-            .last()
-            .and_then(|t| t.account.clone())
-            .unwrap_or_else(|| Arc::from(DEFAULT_ACCOUNT))
-    }
-
-    pub fn model(&self) -> &str {
-        self.0.model.get().map_or("unknown", String::as_str)
-    }
-
-    /// A streamed answer failed after its response started (kept for the dashboard's
-    /// failures; the request is still counted under the status it was answered with).
-    pub fn set_stream_failure(&self, status: u16, message: &str) {
-        let _ = self.0.stream_failure.set((status, message.to_owned()));
-    }
-
-    /// The slot the answer's encoder or folder writes its final usage into.
-    pub fn usage(&self) -> &UsageReport {
-        &self.0.usage
-    }
-
-    /// One call to the upstream service (counted for the current account).
-    pub fn attempt(&self) {
-        Self::current(&mut self.tallies()).attempts += 1;
-    }
-
-    /// One retry, and why (counted for the account the failed attempt went to).
-    pub fn retry(&self, cause: RetryCause) {
-        Self::current(&mut self.tallies()).retries[cause.index()] += 1;
-    }
-
-    /// Attempts in all, over every account.
-    pub fn attempts(&self) -> u32 {
-        self.tallies().iter().map(|t| t.attempts).sum()
-    }
-
-    /// Retries for `cause`, over every account.
-    pub fn retries(&self, cause: RetryCause) -> u32 {
-        self.tallies()
-            .iter()
-            .map(|t| t.retries[cause.index()])
-            .sum()
-    }
+/// One account as its gauges show it (see [`Metrics::set_accounts`]); the account pool's
+/// snapshots convert into it.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountGauge<'a> {
+    /// The account's name (the `account` label).
+    pub name: &'a str,
+    /// `ok`, `cooling`, `parked`, `suspended` or `refresh-failing`.
+    pub state: &'a str,
+    /// Whether it can take a request now.
+    pub available: bool,
+    /// Token refreshes done for it since the start.
+    pub token_refreshes: u64,
+    /// Token refreshes that failed.
+    pub token_refresh_failures: u64,
 }
 
 /// The gateway's metrics registry: cheap to clone, shared by every route's layer.
@@ -453,19 +280,19 @@ impl Metrics {
 
     /// Set each account's refresh counters and availability from a pool snapshot (called
     /// before each scrape).
-    pub fn set_accounts(&self, accounts: &[crate::accounts::AccountSnapshot]) {
+    pub fn set_accounts<'a>(&self, accounts: impl IntoIterator<Item = AccountGauge<'a>>) {
         for a in accounts {
-            self.set_refreshes(&a.name, a.token_refreshes, a.token_refresh_failures);
+            self.set_refreshes(a.name, a.token_refreshes, a.token_refresh_failures);
             let up = if a.available { 1.0 } else { 0.0 };
             self.gauge(
                 names::ACCOUNT_UP,
-                vec![Label::new("account", a.name.clone())],
+                vec![Label::new("account", a.name.to_owned())],
             )
             .set(up);
             // the usual shape of an enumeration: one series per state, 1 for the current one
             for state in ["ok", "cooling", "parked", "suspended", "refresh-failing"] {
                 let labels = vec![
-                    Label::new("account", a.name.clone()),
+                    Label::new("account", a.name.to_owned()),
                     Label::new("state", state),
                 ];
                 let v = if state == a.state { 1.0 } else { 0.0 };
@@ -567,7 +394,7 @@ impl Metrics {
             Label::new("client", rec.client().to_owned()),
         ];
         self.counter(names::REQUESTS, labels).increment(1);
-        let tallies = rec.tallies().clone();
+        let tallies = rec.per_account();
         for t in &tallies {
             if t.attempts > 0 {
                 self.counter(
@@ -807,7 +634,7 @@ impl BodyState {
             p.route.streams.decrement(1.0);
         }
         p.metrics.finish(&p.route, &p.record, self.status);
-        if let Some((status, message)) = p.record.0.stream_failure.get() {
+        if let Some((status, message)) = p.record.stream_failure() {
             p.metrics
                 .note_failure(&p.route, &p.record, *status, message);
         }

@@ -226,10 +226,7 @@ where
     }
 }
 
-/// When the current attempt's first event must have arrived (`FIRST_TOKEN_TIMEOUT` from its
-/// start), in the attempt's extensions; the retry layer abandons the attempt then.
-#[derive(Debug, Clone, Copy)]
-pub struct FirstTokenDeadline(pub tokio::time::Instant);
+pub use crate::context::FirstTokenDeadline;
 
 trait NextDuration {
     fn next_backoff_duration(&mut self, cap: Duration) -> Duration;
@@ -242,18 +239,7 @@ impl NextDuration for backoff::ExponentialBackoff {
     }
 }
 
-/// Whether this request already forced a token refresh. The retry layer puts one into the
-/// request's extensions, so all its attempts (clones) share it: an invalid-token 403 refreshes
-/// at most once per client request, however many attempts the retry layer makes.
-#[derive(Debug, Clone, Default)]
-pub struct RefreshBudget(Arc<std::sync::atomic::AtomicBool>);
-
-impl RefreshBudget {
-    /// True the first time only.
-    pub fn take(&self) -> bool {
-        !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
-    }
-}
+pub use crate::context::RefreshBudget;
 
 /// See the module docs.
 #[derive(Clone)]

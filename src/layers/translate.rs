@@ -19,54 +19,20 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::capture::CaptureHandle;
-use super::metrics::RequestRecord;
-use crate::accounts::{ConversationKey, KiroBody};
 use crate::api::conversation::{self, BuildOptions, Conversation};
 use crate::api::thinking::{self, ReasoningAsk, ReasoningMode, ThinkingDefaults, ThinkingMode};
 use crate::api::usage::{estimate_request, UsageTracker};
-use crate::api::{fold, new_id, unix_now, Body, Dialect, Encoder, Folder, ResponseMeta, SseBody};
+use crate::api::{fold, new_id, unix_now, Body, ResponseMeta, SseBody};
 use crate::auth::TokenManager;
+use crate::context::{BodySize, CaptureHandle, ClientName, ConversationKey, RequestRecord};
 use crate::error::GatewayError;
-use crate::kiro::{self, Event, GenerateRequest, GenerateResponse, KiroEvents};
+use crate::kiro::{self, Event, GenerateRequest, GenerateResponse, KiroBody, KiroEvents};
 use crate::models::ResolvedModel;
 
 /// Response header naming the upstream model id that served a chat answer (`x-kiro-model`).
 pub const MODEL_HEADER: &str = "x-kiro-model";
 
-/// What a public dialect provides to the translation layer.
-pub trait DialectApi: Send + Sync + 'static {
-    /// The parsed request body.
-    type Request: Send + 'static;
-    type Encoder: Encoder + Unpin;
-    type Folder: Folder;
-    const DIALECT: Dialect;
-    /// Prefix of response ids (`chatcmpl-`, `msg_`).
-    const ID_PREFIX: &'static str;
-    /// The route the dialect is served on (the `route` label of its metrics).
-    const ROUTE: &'static str;
-    /// What the request calls its list of messages, in the places pre-flight errors name
-    /// (`messages[2]`; the Responses API's `input[2]`).
-    const MESSAGES: &'static str = "messages";
-
-    fn model(req: &Self::Request) -> &str;
-    fn is_stream(req: &Self::Request) -> bool;
-    /// Give the request what it needs of the layer's settings before it is converted (the
-    /// Responses dialect takes its store); nothing by default.
-    fn bind(_req: &mut Self::Request, _cfg: &TranslateConfig) {}
-    /// A failure before the answer started, in the dialect's own terms when it has a better
-    /// form than an HTTP error (the Responses stream's `response.failed`); `None`: the error
-    /// response.
-    fn failure(_req: &Self::Request, _err: &GatewayError) -> Option<Response<Body>> {
-        None
-    }
-    fn conversation(req: &Self::Request) -> Result<Conversation, GatewayError>;
-    /// The reasoning this request asks for: `Some` to ask the model to reason, `None` for no
-    /// reasoning; a request that does not say gets the configured default.
-    fn reasoning(req: &Self::Request, defaults: ThinkingDefaults) -> Option<ReasoningAsk>;
-    fn encoder(req: &Self::Request, meta: ResponseMeta) -> Self::Encoder;
-    fn folder(req: &Self::Request, meta: ResponseMeta) -> Self::Folder;
-}
+pub use crate::api::DialectApi;
 
 /// Settings of the translation.
 #[derive(Clone, Default)]
@@ -476,7 +442,7 @@ where
         let cfg = self.cfg.clone();
         Box::pin(async move {
             let (parts, mut body) = req.into_parts();
-            D::bind(&mut body, &cfg);
+            D::bind(&mut body, &cfg.responses);
             let Some(resolved) = parts.extensions.get::<ResolvedModel>().cloned() else {
                 return Err(GatewayError::missing_context(
                     "the resolved model (ResolvedModel)",
@@ -499,10 +465,7 @@ where
                     // only with several accounts: the session header, else the prompt's key,
                     // with the client key's name
                     let key = ConversationKey::from_headers(&parts.headers).unwrap_or(p.key);
-                    let client = parts
-                        .extensions
-                        .get::<crate::layers::ClientName>()
-                        .map_or("", |c| &*c.0);
+                    let client = parts.extensions.get::<ClientName>().map_or("", |c| &*c.0);
                     g.extensions.insert(ConversationKey::of(&[
                         client.as_bytes(),
                         &key.0.to_le_bytes(),
@@ -523,7 +486,7 @@ where
             };
             let large = parts
                 .extensions
-                .get::<super::BodySize>()
+                .get::<BodySize>()
                 .is_some_and(|b| b.0 >= super::decode::OFFLOAD_BODY_BYTES);
             let (body, prepared) = if large {
                 // building the Kiro request of a large body takes CPU: on the blocking pool,
@@ -637,6 +600,7 @@ where
 mod tests {
     use super::*;
     use crate::api::openai::{ChatCompletionRequest, OpenAiChat};
+    use crate::dialect::Dialect;
     use tower::ServiceExt;
 
     /// Where the conversion of the last [`Probe`] request ran.

@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AnthropicMessages;
 
-impl crate::layers::translate::DialectApi for AnthropicMessages {
+impl crate::api::DialectApi for AnthropicMessages {
     type Request = MessagesRequest;
     type Encoder = MessagesEncoder;
     type Folder = MessagesFolder;

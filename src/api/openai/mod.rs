@@ -18,7 +18,7 @@ pub use crate::dialect::openai_error_json as error_json;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenAiChat;
 
-impl crate::layers::translate::DialectApi for OpenAiChat {
+impl crate::api::DialectApi for OpenAiChat {
     type Request = ChatCompletionRequest;
     type Encoder = ChatEncoder;
     type Folder = ChatFolder;

@@ -184,7 +184,7 @@ impl ResponseStore {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenAiResponses;
 
-impl crate::layers::translate::DialectApi for OpenAiResponses {
+impl crate::api::DialectApi for OpenAiResponses {
     type Request = ResponsesRequest;
     type Encoder = ResponsesEncoder;
     type Folder = ResponsesFolder;
@@ -201,8 +201,8 @@ impl crate::layers::translate::DialectApi for OpenAiResponses {
         req.stream
     }
 
-    fn bind(req: &mut Self::Request, cfg: &crate::layers::TranslateConfig) {
-        req.store_handle = Some(cfg.responses.clone());
+    fn bind(req: &mut Self::Request, responses: &std::sync::Arc<ResponseStore>) {
+        req.store_handle = Some(responses.clone());
     }
 
     fn conversation(
