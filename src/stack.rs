@@ -17,7 +17,7 @@ use crate::kiro::KiroClient;
 use crate::layers::{
     ApiKeyLayer, BodyBudget, CaptureConfig, DebugCaptureLayer, DialectApi, DialectLayer,
     JsonBodyLayer, Metrics, MetricsLayer, ModelNameLayer, ModelRequest, RetryConfig, RetryLayer,
-    TranslateConfig, TranslateLayer,
+    TranslateConfig, TranslateLayer, UpstreamCaptureLayer,
 };
 use crate::models::ModelCatalog;
 
@@ -61,13 +61,15 @@ pub type ChatService = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 /// 4. [`DebugCaptureLayer`]: per-request debug files (`DEBUG_MODE`), off by default;
 /// 5. [`ModelNameLayer`]: the client's model name resolved to a Kiro model id;
 /// 6. [`TranslateLayer`]: dialect request → Kiro request, Kiro events → dialect SSE or JSON;
-/// 7. [`RetryLayer`]: 429/5xx/connect errors and first-token timeouts retried with backoff,
+/// 7. [`UpstreamCaptureLayer`]: the Kiro events and failure into the debug capture (when the
+///    request has one);
+/// 8. [`RetryLayer`]: 429/5xx/connect errors and first-token timeouts retried with backoff,
 ///    never once anything reached the client;
-/// 8. [`AccountPool`]: the account for each attempt (stickiness, failover to another account
+/// 9. [`AccountPool`]: the account for each attempt (stickiness, failover to another account
 ///    before the first event, cool-downs); each account has its own
-/// 9. [`KiroAuthLayer`](crate::layers::KiroAuthLayer): the current access token on every attempt, one forced refresh on a
-///    stale-token 403;
-/// 10. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
+/// 10. [`KiroAuthLayer`](crate::layers::KiroAuthLayer): the current access token on every
+///    attempt, one forced refresh on a stale-token 403;
+/// 11. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
 ///
 /// The generic tower-http layers (request ids, sensitive headers, tracing, panic catching) go
 /// around the router, see [`crate::server::router`].
@@ -80,7 +82,7 @@ where
 }
 
 /// [`gateway_stack`] over another upstream service than the account pool (an in-process fake
-/// for benches, a recording wrapper): layers 0 to 7 over `upstream`, which puts the
+/// for benches, a recording wrapper): layers 0 to 8 over `upstream`, which puts the
 /// credentials on the request itself.
 pub fn gateway_stack_over<D, S>(parts: &StackParts, upstream: S) -> ChatService
 where
@@ -111,6 +113,7 @@ where
         .layer(DebugCaptureLayer::new(parts.capture.clone()))
         .layer(ModelNameLayer::new(parts.catalog.clone()))
         .layer(TranslateLayer::<D>::new(parts.translate.clone()))
+        .layer(UpstreamCaptureLayer::new())
         .layer(RetryLayer::new(parts.retry.clone()))
         .service(upstream);
     BoxCloneSyncService::new(svc)

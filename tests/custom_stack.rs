@@ -113,7 +113,13 @@ async fn refusals_come_in_the_dialect_of_the_endpoint() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["type"], "authentication_error");
     assert_eq!(v["error"]["code"], "invalid_api_key");
-    let (s, _, body) = post(&app, "/internal/assist/anthropic", "wrong", anthropic(false)).await;
+    let (s, _, body) = post(
+        &app,
+        "/internal/assist/anthropic",
+        "wrong",
+        anthropic(false),
+    )
+    .await;
     assert_eq!(s, 401);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["type"], "error");

@@ -11,6 +11,7 @@ pub mod model;
 pub mod respond;
 pub mod retry;
 pub mod translate;
+pub mod upstream_capture;
 
 pub use auth::{ApiKeyLayer, ClientKey, ClientName};
 pub use capture::{CaptureConfig, DebugCaptureLayer, DebugMode};
@@ -20,3 +21,4 @@ pub use model::{ModelNameLayer, ModelRequest};
 pub use respond::DialectLayer;
 pub use retry::{KiroAuthLayer, RetryConfig, RetryLayer};
 pub use translate::{DialectApi, TranslateConfig, TranslateLayer};
+pub use upstream_capture::UpstreamCaptureLayer;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -26,7 +25,7 @@ use crate::api::{fold, new_id, unix_now, Body, ResponseMeta, SseBody};
 use crate::auth::TokenManager;
 use crate::context::{BodySize, CaptureHandle, ClientName, ConversationKey, RequestRecord};
 use crate::error::GatewayError;
-use crate::kiro::{self, Event, GenerateRequest, GenerateResponse, KiroBody, KiroEvents};
+use crate::kiro::{self, GenerateRequest, GenerateResponse, KiroBody};
 use crate::models::ResolvedModel;
 
 /// Response header naming the upstream model id that served a chat answer (`x-kiro-model`).
@@ -364,61 +363,6 @@ fn trim_to_fit(
     Ok((built, first_kept(hi)))
 }
 
-/// Record every event (and the failure, if any) into the capture as JSON lines.
-fn captured(events: KiroEvents, handle: CaptureHandle) -> KiroEvents {
-    Box::pin(events.map(move |item| {
-        match &item {
-            Ok(ev) => handle.upstream_line(&event_line(ev)),
-            Err(e) => {
-                handle.upstream_line(&serde_json::json!({"error": e.to_string()}).to_string());
-                handle.fail(502, &e.to_string());
-            }
-        }
-        item
-    }))
-}
-
-fn event_line(ev: &Event) -> String {
-    use serde_json::json;
-    let v = match ev {
-        Event::Text { content } => json!({"assistantResponseEvent": {"content": content}}),
-        Event::Reasoning { text, signature } => {
-            json!({"reasoning": {"text": text, "signature": signature}})
-        }
-        Event::ToolUse(t) => json!({"toolUseEvent": {"toolUseId": t.tool_use_id, "name": t.name,
-            "input": format!("{:?}", t.input), "stop": t.stop}}),
-        Event::RedactedReasoning { data } => {
-            json!({"reasoningContentEvent": {"redactedContent": data}})
-        }
-        Event::Metadata(m) => json!({"metadataEvent": {
-            "tokenUsage": m.token_usage.map(|u| json!({
-                "uncachedInputTokens": u.uncached_input_tokens,
-                "cacheReadInputTokens": u.cache_read_input_tokens,
-                "cacheWriteInputTokens": u.cache_write_input_tokens,
-                "outputTokens": u.output_tokens,
-                "totalTokens": u.total_tokens,
-            })),
-            "stopReason": m.stop_reason, "stopDetails": m.stop_details}}),
-        Event::Metering(m) => json!({"meteringEvent": {"unit": m.unit, "usage": m.usage}}),
-        Event::ContextUsage { percentage } => {
-            json!({"contextUsageEvent": {"contextUsagePercentage": percentage}})
-        }
-        Event::MessageMetadata {
-            conversation_id,
-            utterance_id,
-        } => {
-            json!({"messageMetadataEvent": {"conversationId": conversation_id, "utteranceId": utterance_id}})
-        }
-        Event::Unknown {
-            event_type,
-            payload,
-        } => {
-            json!({ event_type.clone(): String::from_utf8_lossy(payload) })
-        }
-    };
-    v.to_string()
-}
-
 impl<S, D> Service<Request<D::Request>> for TranslateService<S, D>
 where
     D: DialectApi,
@@ -461,6 +405,10 @@ where
                 if let Some(r) = &record {
                     g.extensions.insert(r.clone());
                 }
+                // for the Kiro side: the upstream capture and the pool record into it
+                if let Some(c) = &capture {
+                    g.extensions.insert(c.clone());
+                }
                 if let Some((p, retry)) = pooled {
                     // only with several accounts: the session header, else the prompt's key,
                     // with the client key's name
@@ -477,9 +425,6 @@ where
                     };
                     if let Some(b) = body {
                         g.extensions.insert(b.clone());
-                    }
-                    if let Some(c) = &capture {
-                        g.extensions.insert(c.clone());
                     }
                 }
                 g
@@ -535,17 +480,11 @@ where
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "Kiro call failed");
-                    if let Some(c) = &capture {
-                        c.log(&format!("upstream failed: {e}"));
-                    }
                     let e = GatewayError::from(e);
                     return D::failure(&body, &e).ok_or(e);
                 }
             };
-            let events = match capture {
-                Some(c) => captured(resp.events, c),
-                None => resp.events,
-            };
+            let events = resp.events;
             let events = if prepared.thinking {
                 thinking::split_thinking(events, cfg.thinking_mode)
             } else if prepared.native {
