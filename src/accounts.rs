@@ -1244,7 +1244,7 @@ mod tests {
         assert_eq!(why(&e), (true, true));
         let g = crate::error::GatewayError::from(e);
         assert_eq!(g.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(g.code().as_deref(), Some("all_accounts_rate_limited"));
+        assert_eq!(g.code(), Some("all_accounts_rate_limited"));
         assert!(!g.is_retryable());
 
         let p = pool(

@@ -1,6 +1,8 @@
 //! Which public API a request speaks, and its errors rendered in that API's shape: a leaf that
 //! every layer may use to answer in the caller's dialect.
 
+#![deny(missing_docs)]
+
 use http::{HeaderValue, Response};
 use serde_json::{json, Value};
 
@@ -10,7 +12,9 @@ use crate::error::{ErrorKind, GatewayError};
 /// Which public API a request speaks; decides the error shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
+    /// OpenAI's chat completions and Responses APIs (`{"error": {...}}` errors).
     OpenAi,
+    /// Anthropic's messages API (`{"type": "error", "error": {...}}` errors).
     Anthropic,
 }
 

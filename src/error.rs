@@ -2,6 +2,8 @@
 //! [`crate::dialect`]). A leaf module: the conversions from the upstream's errors live with
 //! them ([`crate::kiro::error`]).
 
+#![deny(missing_docs)]
+
 use http::StatusCode;
 
 /// The class of an error, independent of dialect. It decides the HTTP status (see

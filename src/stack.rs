@@ -3,6 +3,8 @@
 //! from. An app that wants another order, another upstream or only some of the layers stacks
 //! them itself (see `examples/custom_stack.rs`).
 
+#![deny(missing_docs)]
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -26,15 +28,20 @@ use crate::models::ModelCatalog;
 pub struct StackParts {
     /// Where the [`MetricsLayer`] of every route records (`None`: no metrics layer).
     pub metrics: Option<Metrics>,
+    /// The client keys (`PROXY_API_KEY`, `[[api_keys]]`).
     pub api_keys: ApiKeyLayer,
     /// Largest request body accepted (`MAX_BODY_BYTES`).
     pub body_limit: usize,
     /// The bytes all request bodies being processed may hold together
     /// (`MAX_INFLIGHT_BODY_BYTES`; `None`: no bound).
     pub body_budget: Option<BodyBudget>,
+    /// The debug capture (`DEBUG_MODE`, `DEBUG_DIR`, `DEBUG_KEEP`).
     pub capture: CaptureConfig,
+    /// The models, and how a client's model name resolves to one.
     pub catalog: Arc<ModelCatalog>,
+    /// The translation's settings.
     pub translate: TranslateConfig,
+    /// The retry policy.
     pub retry: RetryConfig,
     /// The Kiro accounts, at the bottom of every chat stack.
     pub accounts: AccountPool,
@@ -68,7 +75,7 @@ pub type ChatService = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 /// 9. [`AccountPool`]: the account for each attempt (stickiness, failover to another account
 ///    before the first event, cool-downs); each account has its own
 /// 10. [`KiroAuthLayer`](crate::layers::KiroAuthLayer): the current access token on every
-///    attempt, one forced refresh on a stale-token 403;
+///     attempt, one forced refresh on a stale-token 403;
 /// 11. [`KiroClient`]: the pooled hyper/rustls client that speaks to Kiro.
 ///
 /// The generic tower-http layers (request ids, sensitive headers, tracing, panic catching) go

@@ -7,6 +7,8 @@
 //! The graph is read from the source files, so a cycle fails `cargo test` on the commit that
 //! adds it, naming the modules and the lines that close it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -885,7 +885,7 @@ mod tests {
             &opts(),
         )
         .unwrap_err();
-        assert_eq!(err.param().as_deref(), Some("tools[0].name"));
+        assert_eq!(err.param(), Some("tools[0].name"));
         let mut long = weather();
         long.description = "d".repeat(20);
         let mut o = opts();

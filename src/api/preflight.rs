@@ -614,8 +614,8 @@ mod tests {
             e.message(),
             "messages[4]: two user turns in a row (the history must end with an assistant turn); Kiro would refuse this request [rule: alternation]"
         );
-        assert_eq!(e.param().as_deref(), Some("messages[4].role"));
-        assert_eq!(e.code().as_deref(), Some("kiro_alternation"));
+        assert_eq!(e.param(), Some("messages[4].role"));
+        assert_eq!(e.code(), Some("kiro_alternation"));
         // the Responses API numbers its `input`
         let e = check(&r, &[Some(0), Some(4), Some(7)], "input").unwrap_err();
         assert!(
@@ -623,7 +623,7 @@ mod tests {
             "{}",
             e.message()
         );
-        assert_eq!(e.param().as_deref(), Some("input[4].role"));
+        assert_eq!(e.param(), Some("input[4].role"));
     }
 
     #[test]
@@ -645,7 +645,7 @@ mod tests {
             e.message(),
             "messages[2].content[3]: image data is not valid base64; Kiro would refuse this request [rule: image_base64]"
         );
-        assert_eq!(e.param().as_deref(), Some("messages[2].content[3]"));
+        assert_eq!(e.param(), Some("messages[2].content[3]"));
     }
 
     #[test]
@@ -675,7 +675,7 @@ mod tests {
             "messages[0].content[1]: image data is not valid base64"
         );
         assert_eq!(
-            e.param().as_deref(),
+            e.param(),
             Some("messages[0].content[1].image_url.url")
         );
         assert_eq!(refusal("n must be 1", "n").message(), "n must be 1");

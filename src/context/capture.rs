@@ -14,11 +14,15 @@ static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// Bound on each captured file.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
+/// `DEBUG_MODE`: which requests leave a capture folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DebugMode {
+    /// None (the default): the layer adds one branch to a request, nothing else.
     #[default]
     Off,
+    /// Only the requests that failed (an error status, or a stream that failed after its 200).
     Errors,
+    /// Every request.
     All,
 }
 
@@ -36,9 +40,12 @@ impl std::str::FromStr for DebugMode {
     }
 }
 
+/// Where and what the debug capture writes.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
+    /// `DEBUG_MODE`.
     pub mode: DebugMode,
+    /// `DEBUG_DIR`: the folder the capture folders go into.
     pub dir: PathBuf,
     /// Folders kept (oldest deleted first).
     pub keep: usize,
@@ -157,6 +164,7 @@ impl CaptureHandle {
         crate::lock(&self.data)
     }
 
+    /// The request body as sent to Kiro (`kiro_request_body.json`; the last one set wins).
     pub fn set_kiro_body(&self, body: &Bytes) {
         self.lock().kiro_body = Some(body.clone());
     }

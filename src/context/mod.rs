@@ -19,6 +19,8 @@
 //! Every type is cheap to clone; the shared ones ([`RequestRecord`], [`CaptureHandle`],
 //! [`RefreshBudget`]) are handles whose clones write into one place.
 
+#![deny(missing_docs)]
+
 pub mod capture;
 pub mod record;
 pub mod usage;

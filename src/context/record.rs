@@ -42,6 +42,7 @@ impl RetryCause {
         RetryCause::Failover,
     ];
 
+    /// The `cause` label of the retry metric.
     pub fn as_str(self) -> &'static str {
         match self {
             RetryCause::Throttle => "throttle",
@@ -146,6 +147,7 @@ impl RequestRecord {
         &mut t[n]
     }
 
+    /// The name of the client key the request presented ([`NO_CLIENT`] before a key check).
     pub fn client(&self) -> &str {
         self.0.client.get().map_or(NO_CLIENT, |c| c)
     }
@@ -163,6 +165,7 @@ impl RequestRecord {
             .unwrap_or_else(|| Arc::from(DEFAULT_ACCOUNT))
     }
 
+    /// The Kiro model id the request resolved to (`unknown` before the model layer).
     pub fn model(&self) -> &str {
         self.0.model.get().map_or("unknown", String::as_str)
     }

@@ -4,13 +4,17 @@
 /// Where the token figures of an answer came from (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UsageSource {
+    /// The service's own `tokenUsage` figures.
     Service,
+    /// Derived from the service's context-usage percentage and the model's window.
     Context,
+    /// The gateway's estimate from the text (no figure from the service).
     #[default]
     Estimate,
 }
 
 impl UsageSource {
+    /// `service`, `context` or `estimate` (the `source` member of the usage objects).
     pub fn as_str(self) -> &'static str {
         match self {
             UsageSource::Service => "service",
@@ -35,10 +39,12 @@ pub struct Usage {
     pub cache_write_tokens: Option<u64>,
     /// Kiro credits charged (`meteringEvent`), when reported.
     pub credits: Option<f64>,
+    /// Where the token figures came from.
     pub source: UsageSource,
 }
 
 impl Usage {
+    /// Prompt and completion tokens together.
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }

@@ -619,7 +619,7 @@ mod tests {
         let Err(e) = prepare::<OpenAiChat>(&body, &resolved, &cfg) else {
             panic!("accepted")
         };
-        assert_eq!(e.code().as_deref(), Some("context_length_exceeded"));
+        assert_eq!(e.code(), Some("context_length_exceeded"));
         // (the floor counts the text and the system prompt; the serialised request is larger)
         let floor: usize = e
             .message()

@@ -8,6 +8,8 @@
 //! and the translation passes it down); everything else goes through untouched, at the cost of
 //! one extension lookup. The translation itself keeps no capture code.
 
+#![deny(missing_docs)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -353,7 +353,7 @@ mod tests {
         for (v, param) in cases {
             let e = to_conversation(&req(v)).unwrap_err();
             assert_eq!(e.status(), 400);
-            assert_eq!(e.param().as_deref(), Some(param));
+            assert_eq!(e.param(), Some(param));
         }
     }
 }
