@@ -487,3 +487,17 @@ pub(crate) fn h<'a>(x: &'a str) -> crate::after_tests::Y { todo!() }
     .collect();
     assert_eq!(firsts, expected);
 }
+
+/// `cargo test --test module_graph -- --ignored --nocapture` prints the top-level graph (the
+/// README's table is checked against it by hand).
+#[test]
+#[ignore]
+fn print_the_top_level_graph() {
+    let files = source_files();
+    if let Some(g) = graphs(&files).get(&Vec::new()) {
+        for (from, to) in g {
+            let targets: Vec<&str> = to.keys().map(String::as_str).collect();
+            println!("{from:>14} -> {}", targets.join(", "));
+        }
+    }
+}

@@ -674,10 +674,7 @@ mod tests {
             e.message(),
             "messages[0].content[1]: image data is not valid base64"
         );
-        assert_eq!(
-            e.param(),
-            Some("messages[0].content[1].image_url.url")
-        );
+        assert_eq!(e.param(), Some("messages[0].content[1].image_url.url"));
         assert_eq!(refusal("n must be 1", "n").message(), "n must be 1");
     }
 

@@ -184,7 +184,14 @@ impl CaptureHandle {
     /// A note for `app_logs.txt`.
     pub fn log(&self, line: &str) {
         let mut d = self.lock();
-        let stamp = crate::auth::source::format_expiry(std::time::SystemTime::now());
+        let now = time::OffsetDateTime::now_utc();
+        // RFC 3339 to the millisecond, as the log's own timestamps
+        let now = now
+            .replace_nanosecond(u32::from(now.millisecond()) * 1_000_000)
+            .unwrap_or(now);
+        let stamp = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
         d.logs.push(format!("{stamp} {line}\n").as_bytes());
     }
 
