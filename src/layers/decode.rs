@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.kind(), crate::error::ErrorKind::Overloaded);
         assert_eq!(err.retry_after(), Some(BUDGET_RETRY_AFTER_SECS));
-        assert_eq!(err.code().as_deref(), Some("inflight_body_limit"));
+        assert_eq!(err.code(), Some("inflight_body_limit"));
         assert!(
             err.message().contains("MAX_INFLIGHT_BODY_BYTES"),
             "{}",
