@@ -600,9 +600,10 @@ impl Service<Request<Body>> for NotReadyOnce {
 #[tokio::test]
 async fn dialect_layer_answers_a_poll_ready_failure() {
     let mut svc = DialectLayer::new(Dialect::Anthropic).layer(NotReadyOnce(true));
-    let resp = svc
-        .ready()
-        .await
+    // ready at once (the failure is kept for the call), never left pending
+    let ready = futures_util::FutureExt::now_or_never(svc.ready());
+    let resp = ready
+        .expect("the failed poll_ready is reported as ready")
         .unwrap()
         .call(Request::new(Body::empty()))
         .await
