@@ -107,6 +107,7 @@ impl ClientKey {
         self
     }
 
+    /// The key's name (the `client` label, the [`ClientName`] extension); never the key.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -156,6 +157,25 @@ struct Entry {
 #[derive(Clone)]
 pub struct ApiKeyLayer {
     keys: Arc<Vec<Entry>>,
+}
+
+/// The configured keys as their names and limits: never a key or its digest.
+struct KeyNames<'a>(&'a [Entry]);
+
+impl std::fmt::Debug for KeyNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|e| &e.key))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiKeyLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyLayer")
+            .field("keys", &KeyNames(&self.keys))
+            .finish()
+    }
 }
 
 impl ApiKeyLayer {
@@ -211,10 +231,24 @@ impl<S> Layer<S> for ApiKeyLayer {
     }
 }
 
+/// The service of [`ApiKeyLayer`]: checks the key, then calls `S`.
 #[derive(Clone)]
 pub struct ApiKeyService<S> {
     inner: S,
     keys: Arc<Vec<Entry>>,
+}
+
+impl<S> ApiKeyService<S> {
+    inner_service_accessors!();
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for ApiKeyService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyService")
+            .field("inner", &self.inner)
+            .field("keys", &KeyNames(&self.keys))
+            .finish()
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header (untrimmed), if there is one.

@@ -32,12 +32,13 @@ use crate::dialect::Dialect;
 use crate::error::GatewayError;
 
 /// See the module docs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DebugCaptureLayer {
     cfg: Arc<CaptureConfig>,
 }
 
 impl DebugCaptureLayer {
+    /// Capture as `cfg` says (mode, folder, how many folders are kept).
     pub fn new(cfg: CaptureConfig) -> Self {
         DebugCaptureLayer { cfg: Arc::new(cfg) }
     }
@@ -53,10 +54,15 @@ impl<S> Layer<S> for DebugCaptureLayer {
     }
 }
 
-#[derive(Clone)]
+/// The service of [`DebugCaptureLayer`]: opens a capture for the request, then calls `S`.
+#[derive(Debug, Clone)]
 pub struct DebugCaptureService<S> {
     inner: S,
     cfg: Arc<CaptureConfig>,
+}
+
+impl<S> DebugCaptureService<S> {
+    inner_service_accessors!();
 }
 
 impl<S, T> Service<Request<T>> for DebugCaptureService<S>
@@ -117,6 +123,17 @@ pub struct CaptureFuture<F> {
     dialect: Option<Dialect>,
 }
 
+impl<F: std::fmt::Debug> std::fmt::Debug for CaptureFuture<F> {
+    /// Whether a capture is open; never what it holds (the request body).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureFuture")
+            .field("fut", &self.fut)
+            .field("capturing", &self.handle.is_some())
+            .field("dialect", &self.dialect)
+            .finish()
+    }
+}
+
 impl<F, E> Future for CaptureFuture<F>
 where
     F: Future<Output = Result<Response<Body>, E>>,
@@ -173,6 +190,15 @@ pub struct CaptureBody<B> {
     #[pin]
     inner: B,
     handle: CaptureHandle,
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for CaptureBody<B> {
+    /// The wrapped body; never the bytes captured so far.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[pinned_drop]

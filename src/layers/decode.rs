@@ -139,7 +139,18 @@ impl<T> Clone for JsonBodyLayer<T> {
     }
 }
 
+impl<T> std::fmt::Debug for JsonBodyLayer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonBodyLayer")
+            .field("limit", &self.limit)
+            .field("budget", &self.budget)
+            .field("body", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
 impl<T> JsonBodyLayer<T> {
+    /// Parse bodies of at most `limit` bytes into `T` (a larger one is a 413).
     pub fn new(limit: usize) -> Self {
         JsonBodyLayer {
             limit,
@@ -168,11 +179,28 @@ impl<S, T> Layer<S> for JsonBodyLayer<T> {
     }
 }
 
+/// The service of [`JsonBodyLayer`]: reads and parses the body, then calls `S` with an
+/// `http::Request<T>`.
 pub struct JsonBodyService<S, T> {
     inner: S,
     limit: usize,
     budget: Option<BodyBudget>,
     _t: PhantomData<fn() -> T>,
+}
+
+impl<S, T> JsonBodyService<S, T> {
+    inner_service_accessors!();
+}
+
+impl<S: std::fmt::Debug, T> std::fmt::Debug for JsonBodyService<S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonBodyService")
+            .field("inner", &self.inner)
+            .field("limit", &self.limit)
+            .field("budget", &self.budget)
+            .field("body", &std::any::type_name::<T>())
+            .finish()
+    }
 }
 
 impl<S: Clone, T> Clone for JsonBodyService<S, T> {
@@ -327,6 +355,10 @@ where
 {
     type Response = Response<Body>;
     type Error = GatewayError;
+    // Boxed, not a hand-written pin-projected future: the body has to be awaited frame by
+    // frame (under a timeout, against the budget, maybe parsed on the blocking pool) before
+    // the inner service can be called, and that sequence is an `async` block. One allocation
+    // per request, next to reading the whole body, is not worth a state machine by hand.
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

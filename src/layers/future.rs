@@ -18,11 +18,15 @@ use crate::error::GatewayError;
 pub enum ResponseFuture<F> {
     /// The request went on to the inner service.
     Inner {
+        /// The inner service's future.
         #[pin]
         fut: F,
     },
     /// The layer refused the request.
-    Rejected { error: Option<GatewayError> },
+    Rejected {
+        /// The refusal, until the future has answered with it.
+        error: Option<GatewayError>,
+    },
 }
 
 impl<F> ResponseFuture<F> {

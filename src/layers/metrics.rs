@@ -58,21 +58,37 @@ const META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(
 
 /// Metric names, all prefixed `kiro_gateway_`.
 pub mod names {
+    /// Counter: requests answered, by route, dialect, model, status, account and client.
     pub const REQUESTS: &str = "kiro_gateway_requests_total";
+    /// Gauge: streamed answers open now.
     pub const STREAMS_IN_FLIGHT: &str = "kiro_gateway_streams_in_flight";
+    /// Histogram: seconds from the request to the first byte of the answer.
     pub const TTFB: &str = "kiro_gateway_time_to_first_byte_seconds";
+    /// Histogram: seconds from the request to the end of the answer.
     pub const DURATION: &str = "kiro_gateway_request_duration_seconds";
+    /// Counter: calls made to the Kiro service, by account.
     pub const UPSTREAM_ATTEMPTS: &str = "kiro_gateway_upstream_attempts_total";
+    /// Counter: Kiro calls retried, by cause and account.
     pub const UPSTREAM_RETRIES: &str = "kiro_gateway_upstream_retries_total";
+    /// Counter: access-token refreshes attempted, by account.
     pub const TOKEN_REFRESHES: &str = "kiro_gateway_token_refreshes_total";
+    /// Counter: access-token refreshes that failed, by account.
     pub const TOKEN_REFRESH_FAILURES: &str = "kiro_gateway_token_refresh_failures_total";
+    /// Counter: input tokens of finished answers, by account and model.
     pub const INPUT_TOKENS: &str = "kiro_gateway_input_tokens_total";
+    /// Counter: output tokens of finished answers, by account and model.
     pub const OUTPUT_TOKENS: &str = "kiro_gateway_output_tokens_total";
+    /// Gauge: Kiro credits charged, by account and model (a running sum).
     pub const CREDITS: &str = "kiro_gateway_credits";
+    /// Gauge: 1 when the account can take a request now.
     pub const ACCOUNT_UP: &str = "kiro_gateway_account_up";
+    /// Gauge: 1 on the series of the account's current state.
     pub const ACCOUNT_STATE: &str = "kiro_gateway_account_state";
+    /// Gauge: client connections open now.
     pub const CONNECTIONS_OPEN: &str = "kiro_gateway_connections_open";
+    /// Counter: connections closed at once, `MAX_CONNECTIONS` being open.
     pub const CONNECTIONS_REFUSED: &str = "kiro_gateway_connections_refused_total";
+    /// Counter: connections closed for not sending a request head in time.
     pub const CONNECTIONS_HEAD_TIMEOUT: &str = "kiro_gateway_connections_head_timeout_total";
 }
 
@@ -112,14 +128,19 @@ pub const RECENT_FAILURES: usize = 20;
 /// message (the gateway's own wording, never a prompt, a token or a key).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FailureRecord {
-    /// RFC 3339.
+    /// When, in RFC 3339.
     pub at: String,
+    /// The route's label (`/v1/messages`, …).
     pub route: &'static str,
+    /// The Kiro model id (empty when the request failed before its model was resolved).
     pub model: String,
     /// Empty when the request never reached an account of a pool (refused before, say).
     pub account: String,
+    /// The client key's name (`-` without a key check).
     pub client: String,
+    /// The HTTP status answered (or reported mid-stream).
     pub status: u16,
+    /// The error's message, at most 500 bytes.
     pub message: String,
 }
 
@@ -142,6 +163,7 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
+    /// An empty registry, every metric described.
     pub fn new() -> Self {
         let builder = PrometheusBuilder::new();
         // only fails for an empty bucket list
@@ -463,8 +485,17 @@ struct RouteMetrics {
     streams: Gauge,
 }
 
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
 /// See the module docs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: Metrics,
     route: Arc<RouteMetrics>,
@@ -501,11 +532,17 @@ impl<S> Layer<S> for MetricsLayer {
     }
 }
 
-#[derive(Clone)]
+/// The service of [`MetricsLayer`]: gives each request a [`RequestRecord`], calls `S`, and
+/// records the request when its answer's body ends.
+#[derive(Debug, Clone)]
 pub struct MetricsService<S> {
     inner: S,
     metrics: Metrics,
     route: Arc<RouteMetrics>,
+}
+
+impl<S> MetricsService<S> {
+    inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for MetricsService<S>
@@ -535,6 +572,7 @@ where
     }
 }
 
+#[derive(Debug)]
 struct Pending {
     metrics: Metrics,
     route: Arc<RouteMetrics>,
@@ -544,6 +582,7 @@ struct Pending {
 
 /// Resolves to the inner response with its body wrapped in a [`MetricsBody`].
 #[pin_project]
+#[derive(Debug)]
 pub struct ResponseFuture<F> {
     #[pin]
     inner: F,
@@ -610,6 +649,7 @@ fn body_end<B: http_body::Body>(b: &B) -> bool {
     b.is_end_stream()
 }
 
+#[derive(Debug)]
 struct BodyState {
     p: Pending,
     status: u16,
@@ -643,6 +683,7 @@ impl BodyState {
 
 /// A response body that records the request when it ends or is dropped (once).
 #[pin_project(PinnedDrop)]
+#[derive(Debug)]
 pub struct MetricsBody<B> {
     #[pin]
     inner: B,

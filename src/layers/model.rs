@@ -17,6 +17,7 @@ pub use crate::models::{ModelCatalog, ResolvedModel};
 
 /// A parsed request that names a model.
 pub trait ModelRequest {
+    /// The model name as the client sent it.
     fn model(&self) -> &str;
 }
 
@@ -39,12 +40,13 @@ impl ModelRequest for crate::api::openai::ChatCompletionRequest {
 }
 
 /// See the module docs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ModelNameLayer {
     catalog: Arc<ModelCatalog>,
 }
 
 impl ModelNameLayer {
+    /// Resolve names with `catalog` (shared with `/v1/models` and the catalogue refresh).
     pub fn new(catalog: Arc<ModelCatalog>) -> Self {
         ModelNameLayer { catalog }
     }
@@ -61,10 +63,15 @@ impl<S> Layer<S> for ModelNameLayer {
     }
 }
 
-#[derive(Clone)]
+/// The service of [`ModelNameLayer`]: resolves the model, then calls `S`.
+#[derive(Debug, Clone)]
 pub struct ModelNameService<S> {
     inner: S,
     catalog: Arc<ModelCatalog>,
+}
+
+impl<S> ModelNameService<S> {
+    inner_service_accessors!();
 }
 
 impl<S, T> Service<Request<T>> for ModelNameService<S>

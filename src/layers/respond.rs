@@ -91,20 +91,7 @@ pub struct DialectService<S> {
 }
 
 impl<S> DialectService<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for DialectService<S>
@@ -155,13 +142,17 @@ where
 pub enum RespondFuture<F> {
     /// Waiting for the inner service.
     Inner {
+        /// The dialect an error is rendered in.
         dialect: Dialect,
+        /// The inner service's future.
         #[pin]
         fut: F,
     },
     /// The inner service was not ready; answered with its failure.
     Failed {
+        /// The dialect the failure is rendered in.
         dialect: Dialect,
+        /// The failure, until the future has answered with it.
         error: Option<GatewayError>,
     },
 }

@@ -42,7 +42,9 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 pub struct RetryConfig {
     /// Attempts in all for 429 / 5xx / connection errors.
     pub max_attempts: u32,
+    /// The first backoff delay (doubling after each retry, ±50 % jitter).
     pub base_delay: Duration,
+    /// The longest backoff delay.
     pub max_delay: Duration,
     /// No new attempt starts after this much time since the first.
     pub budget: Duration,
@@ -82,12 +84,13 @@ fn schedule(cfg: &RetryConfig) -> backoff::ExponentialBackoff {
 }
 
 /// See the module docs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RetryLayer {
     cfg: Arc<RetryConfig>,
 }
 
 impl RetryLayer {
+    /// Retry as `cfg` says.
     pub fn new(cfg: RetryConfig) -> Self {
         RetryLayer { cfg: Arc::new(cfg) }
     }
@@ -103,10 +106,16 @@ impl<S> Layer<S> for RetryLayer {
     }
 }
 
-#[derive(Clone)]
+/// The service of [`RetryLayer`]: calls `S` until an attempt's first event is back, or the
+/// failure is not worth another attempt.
+#[derive(Debug, Clone)]
 pub struct RetryService<S> {
     inner: S,
     cfg: Arc<RetryConfig>,
+}
+
+impl<S> RetryService<S> {
+    inner_service_accessors!();
 }
 
 /// Await the response and its first event within `limit`; the first event is put back in
@@ -132,6 +141,9 @@ where
 {
     type Response = GenerateResponse;
     type Error = Error;
+    // Boxed: between attempts the future awaits a backoff sleep and the spare service's
+    // readiness, and each attempt awaits its first event under a timeout; that is an `async`
+    // loop, not a state a hand-written future could hold cheaply.
     type Future = BoxFut<GenerateResponse>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -241,13 +253,14 @@ impl NextDuration for backoff::ExponentialBackoff {
 
 pub use crate::context::RefreshBudget;
 
-/// See the module docs.
-#[derive(Clone)]
+/// See the module docs. Its `Debug` names the credential source, never a token.
+#[derive(Debug, Clone)]
 pub struct KiroAuthLayer {
     tokens: TokenManager,
 }
 
 impl KiroAuthLayer {
+    /// Put the tokens of `tokens` on every attempt.
     pub fn new(tokens: TokenManager) -> Self {
         KiroAuthLayer { tokens }
     }
@@ -263,10 +276,15 @@ impl<S> Layer<S> for KiroAuthLayer {
     }
 }
 
-#[derive(Clone)]
+/// The service of [`KiroAuthLayer`]: sets the bearer of each attempt, then calls `S`.
+#[derive(Debug, Clone)]
 pub struct KiroAuthService<S> {
     inner: S,
     tokens: TokenManager,
+}
+
+impl<S> KiroAuthService<S> {
+    inner_service_accessors!();
 }
 
 impl<S> Service<GenerateRequest> for KiroAuthService<S>
@@ -279,6 +297,8 @@ where
 {
     type Response = GenerateResponse;
     type Error = Error;
+    // Boxed: the token may have to be refreshed (awaited, single-flight) before the call, and
+    // an invalid-token 403 awaits a forced refresh and a second call.
     type Future = BoxFut<GenerateResponse>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
