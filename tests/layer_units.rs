@@ -1023,3 +1023,68 @@ fn every_layer_and_service_has_debug_and_inner_accessors() {
     let svc = DialectLayer::new(Dialect::OpenAi).layer(answers("x"));
     let _ = svc.get_ref();
 }
+
+// ---------------------------------------------------------------------------------------------
+// UpstreamCaptureLayer
+
+#[tokio::test]
+async fn upstream_capture_copies_the_kiro_events_and_a_failure_into_the_capture() {
+    use kiro_gateway::context::CaptureHandle;
+    use kiro_gateway::layers::UpstreamCaptureLayer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Arc::new(CaptureConfig {
+        mode: DebugMode::All,
+        dir: dir.path().to_owned(),
+        keep: 10,
+    });
+    // an answer whose stream breaks after its first event
+    let svc = UpstreamCaptureLayer::new().layer(tower::service_fn(|_req: GenerateRequest| async {
+        Ok::<_, KiroError>(GenerateResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            events: Box::pin(futures_util::stream::iter(vec![
+                Ok(Event::Text {
+                    content: "half an answer".into(),
+                }),
+                Err(KiroError::Truncated),
+            ])),
+        })
+    }));
+    let handle = CaptureHandle::new("up-1".into(), Bytes::from_static(b"{}"), cfg);
+    let mut req = GenerateRequest::new(Bytes::from_static(b"{}"));
+    req.extensions.insert(handle.clone());
+    let resp = svc.clone().oneshot(req).await.unwrap();
+    let items: Vec<_> = futures_util::StreamExt::collect(resp.events).await;
+    assert_eq!(items.len(), 2, "the events pass through unchanged");
+    assert!(matches!(items[1], Err(KiroError::Truncated)));
+    handle.finalize();
+    common::eventually("the capture folder", Duration::from_secs(10), || {
+        capture_folders(dir.path()).len() == 1
+    })
+    .await;
+    let folder = &capture_folders(dir.path())[0];
+    let raw = std::fs::read_to_string(folder.join("response_stream_raw.txt")).unwrap();
+    let lines: Vec<Value> = raw
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            json!({"assistantResponseEvent": {"content": "half an answer"}}),
+            json!({"error": "the Kiro stream ended before the answer was complete"}),
+        ]
+    );
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("error_info.json")).unwrap()).unwrap();
+    assert_eq!(info["status_code"], 502);
+
+    // without a capture handle the request goes through untouched
+    let resp = svc
+        .oneshot(GenerateRequest::new(Bytes::from_static(b"{}")))
+        .await
+        .unwrap();
+    let items: Vec<_> = futures_util::StreamExt::collect(resp.events).await;
+    assert_eq!(items.len(), 2);
+}
