@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// Everything a running gateway shares between requests.
 #[derive(Clone)]
 pub struct Gateway {
+    /// What the chat stacks are built from (accounts, catalogue, key layer, settings).
     pub parts: StackParts,
+    /// When the gateway was built (`/health`'s uptime, `/admin/stats`).
     pub started: SystemTime,
     /// `CORS_ALLOW_ORIGINS` (empty: CORS off).
     pub cors_origins: Vec<String>,

@@ -16,6 +16,7 @@ use crate::api::anthropic::AnthropicMessages;
 use crate::api::{Body, Dialect, DialectApi};
 use crate::error::GatewayError;
 
+/// `GET /`: that the gateway runs, and its version.
 pub async fn root() -> impl IntoResponse {
     axum::Json(json!({
         "status": "ok",
@@ -24,6 +25,8 @@ pub async fn root() -> impl IntoResponse {
     }))
 }
 
+/// `GET /health` (no key): whether any account can serve (503 when none can), the first
+/// account's token state and the model catalogue's source.
 pub async fn health(State(gw): State<Gateway>) -> Response<Body> {
     let pool = &gw.parts.accounts;
     // an account without a usable token tries its refresh again when that is due, so that
@@ -312,6 +315,8 @@ pub async fn count_tokens(State(gw): State<Gateway>, req: Request<Body>) -> Resp
     }
 }
 
+/// `GET /v1/models/{id}`: one model, in Anthropic's shape for Anthropic clients, else
+/// OpenAI's; 404 `model_not_found` for a model the catalogue cannot resolve.
 pub async fn get_model(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
@@ -363,6 +368,7 @@ pub async fn get_response(State(gw): State<Gateway>, Path(id): Path<String>) -> 
     }
 }
 
+/// Any route the router does not know: 404 `not_found` in the dialect the request looks like.
 pub async fn not_found(req: Request<Body>) -> Response<Body> {
     let dialect = Dialect::guess(&req);
     dialect.error_response(
@@ -371,6 +377,7 @@ pub async fn not_found(req: Request<Body>) -> Response<Body> {
     )
 }
 
+/// A known route with another method: 405 with `Allow: POST`.
 pub async fn method_not_allowed(req: Request<Body>) -> Result<Response<Body>, Infallible> {
     let e = GatewayError::new(
         crate::error::ErrorKind::MethodNotAllowed,
