@@ -10,6 +10,7 @@ use axum::Router;
 use kiro_gateway::config::Config;
 use kiro_gateway::mock::{MockConfig, MockKiro};
 use kiro_gateway::server::Gateway;
+use tokio_util::sync::CancellationToken;
 
 /// The application: its own routes, plus the gateway under a prefix.
 fn app(gateway: &Gateway) -> Router {
@@ -34,21 +35,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("no Kiro credentials: using the offline mock upstream");
     }
     let gateway = Gateway::from_config(&cfg.validate()?)?;
-    if let Err(e) = gateway.refresh_models().await {
-        eprintln!("model list not loaded ({e}); using the built-in list");
-    }
-    // nothing may scrape /llm/metrics here: fold the histogram samples now and then
-    tokio::spawn(gateway.metrics.clone().upkeep_every(
-        std::time::Duration::from_secs(5),
-        tokio_util::sync::CancellationToken::new(),
-    ));
-    // the per-minute history behind /llm/dashboard's charts
-    tokio::spawn(gateway.traffic.clone().sample_every_minute(
-        gateway.metrics.clone(),
-        tokio_util::sync::CancellationToken::new(),
-    ));
+    // the gateway's own tasks (model list refresh, metrics upkeep, the dashboard's history),
+    // stopped with the application by one token
+    let shutdown = CancellationToken::new();
+    let background = gateway.start_background(&shutdown);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://127.0.0.1:3000 (gateway under /llm)");
-    axum::serve(listener, app(&gateway)).await?;
+    let stop = shutdown.clone();
+    axum::serve(listener, app(&gateway))
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        })
+        .await?;
+    shutdown.cancel();
+    background.join().await;
     Ok(())
 }

@@ -186,49 +186,14 @@ async fn run(args: Args, cfg: Config) -> Result<(), Box<dyn std::error::Error>> 
         }
     };
     check_aliases(&gateway, loaded)?;
-    // the other accounts' credentials are tried now, so a bad one shows at startup, not at
-    // its first request
-    for account in gateway.parts.accounts.accounts().iter().skip(1) {
-        let Some(tokens) = account.tokens() else {
-            continue;
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(15), tokens.access_token()).await
-        {
-            Ok(Ok(_)) => tracing::info!(account = account.name(), "account ready"),
-            Ok(Err(e)) => {
-                tracing::warn!(account = account.name(), error = %e, "account cannot get a token; it is tried again on use")
-            }
-            Err(_) => tracing::warn!(
-                account = account.name(),
-                "account token timed out; it is tried again on use"
-            ),
-        }
-    }
     let listener = tokio::net::TcpListener::bind(valid.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", valid.addr))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    // refreshes the catalogue until shutdown; owned here and awaited below
-    let refresher = tokio::spawn(
-        gateway
-            .clone()
-            .refresh_models_periodically(shutdown.clone()),
-    );
-    // folds histogram samples into buckets when nothing scrapes /metrics; awaited below
-    let upkeep = tokio::spawn(
-        gateway
-            .metrics
-            .clone()
-            .upkeep_every(std::time::Duration::from_secs(5), shutdown.clone()),
-    );
-    // per-minute snapshots of the metrics for the dashboard's charts; awaited below
-    let sampler = tokio::spawn(
-        gateway
-            .traffic
-            .clone()
-            .sample_every_minute(gateway.metrics.clone(), shutdown.clone()),
-    );
+    // catalogue refresh, the other accounts' token check, metrics upkeep, the dashboard's
+    // samples: until shutdown, awaited below
+    let background = gateway.start_background(&shutdown);
     let signal = shutdown.clone();
     // registered here, before the gateway says it is ready: a SIGTERM right after that must
     // find the handler in place (a signal before it would kill the process outright)
@@ -272,9 +237,7 @@ async fn run(args: Args, cfg: Config) -> Result<(), Box<dyn std::error::Error>> 
     )
     .await?;
     shutdown.cancel();
-    let _ = refresher.await;
-    let _ = upkeep.await;
-    let _ = sampler.await;
+    background.join().await;
     Ok(())
 }
 

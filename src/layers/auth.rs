@@ -259,8 +259,7 @@ pub fn bearer(h: &http::HeaderMap) -> Option<&[u8]> {
     })
 }
 
-fn presented<B>(req: &Request<B>) -> impl Iterator<Item = &[u8]> {
-    let h = req.headers();
+fn presented(h: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
     let bearer = bearer(h);
     let x_api = h.get("x-api-key").map(|v| v.as_bytes());
     let api = h.get("api-key").map(|v| v.as_bytes());
@@ -287,7 +286,7 @@ fn check<'a, B>(keys: &'a [Entry], req: &Request<B>) -> Verdict<'a> {
     }
     let mut found = subtle::Choice::from(0u8);
     let mut index = 0u32;
-    for candidate in presented(req) {
+    for candidate in presented(req.headers()) {
         let digest: [u8; 32] = Sha256::digest(candidate).into();
         for (i, e) in keys.iter().enumerate() {
             let eq = e.key.digest.ct_eq(&digest);
@@ -299,6 +298,19 @@ fn check<'a, B>(keys: &'a [Entry], req: &Request<B>) -> Verdict<'a> {
         Some(e) if bool::from(found) => Verdict::Client(e),
         _ => Verdict::Refused,
     }
+}
+
+/// Whether the headers present a key (as [`ApiKeyLayer`] reads them: `Authorization: Bearer`,
+/// `x-api-key` or `api-key`) whose SHA-256 is `digest`. Compared as [`ApiKeyLayer`] compares:
+/// over digests, in constant time, every presented value checked. For the gateway's other
+/// keys (the server's admin and metrics keys).
+pub fn presents_key(headers: &http::HeaderMap, digest: &[u8; 32]) -> bool {
+    let mut found = subtle::Choice::from(0u8);
+    for candidate in presented(headers) {
+        let got: [u8; 32] = Sha256::digest(candidate).into();
+        found |= got.ct_eq(digest);
+    }
+    bool::from(found)
 }
 
 fn rate_limited(e: &Entry, per_minute: u32, wait: u64) -> GatewayError {
