@@ -835,4 +835,79 @@ mod tests {
         assert_eq!(p.snapshot()[0].state, "ok");
         assert!(p.can_serve());
     }
+
+    /// Two gateways (two pools) whose account "a" keeps its health in one shared store: the
+    /// throttle the first meets keeps "a" out of the second's rotation too.
+    #[tokio::test]
+    async fn a_health_store_shared_by_two_pools_keeps_a_throttled_account_out_of_both() {
+        use crate::accounts::MemoryHealthStore;
+        let shared = Arc::new(MemoryHealthStore::default());
+        let calls: Vec<_> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let gateway = |calls: &Arc<AtomicU64>| {
+            pool(
+                vec![
+                    fake("a", calls.clone(), throttled).with_health_store(shared.clone()),
+                    fake("b", Arc::new(AtomicU64::new(0)), healthy),
+                ],
+                Strategy::Priority,
+            )
+        };
+        let (first, second) = (gateway(&calls[0]), gateway(&calls[1]));
+        assert!(send(&first, None).await.is_ok());
+        assert_eq!(calls[0].load(Ordering::SeqCst), 1);
+        assert_eq!(second.snapshot()[0].state, "cooling");
+        assert!(send(&second, None).await.is_ok());
+        assert_eq!(
+            calls[1].load(Ordering::SeqCst),
+            0,
+            "the second pool never tried the account the first found throttled"
+        );
+    }
+
+    /// Bindings come from the pool's binding store and every pick with a key is written to
+    /// it: a store that binds every conversation to "c" sends them all there, whatever the
+    /// strategy would pick.
+    #[tokio::test]
+    async fn the_pool_follows_and_records_the_bindings_of_its_binding_store() {
+        use crate::accounts::BindingStore;
+        #[derive(Default)]
+        struct AlwaysC {
+            bound: std::sync::Mutex<Vec<(u64, String)>>,
+        }
+        impl BindingStore for AlwaysC {
+            fn get(&self, _key: ConversationKey) -> Option<Arc<str>> {
+                Some(Arc::from("c"))
+            }
+            fn bind(&self, key: ConversationKey, account: &Arc<str>) {
+                self.bound
+                    .lock()
+                    .unwrap()
+                    .push((key.0, account.to_string()));
+            }
+        }
+        let store = Arc::new(AlwaysC::default());
+        let c: Vec<_> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let p = AccountPool::with_bindings(
+            ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| fake(n, c[i].clone(), healthy))
+                .collect(),
+            PoolConfig {
+                strategy: Strategy::RoundRobin,
+                ..Default::default()
+            },
+            store.clone(),
+        )
+        .unwrap();
+        for k in 0..4 {
+            assert!(send(&p, Some(k)).await.is_ok());
+        }
+        let counts: Vec<u64> = c.iter().map(|x| x.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts, [0, 0, 4]);
+        assert_eq!(
+            *store.bound.lock().unwrap(),
+            (0..4).map(|k| (k, "c".to_owned())).collect::<Vec<_>>()
+        );
+    }
 }
