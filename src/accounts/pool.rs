@@ -48,8 +48,6 @@ impl std::fmt::Debug for AccountPool {
     }
 }
 
-/// Why an attempt failed, as far as the account is concerned.
-
 /// An account taken for one attempt: counted in flight until dropped (which, on success, is
 /// when the answer's stream ends or is dropped).
 struct Lease {
@@ -668,7 +666,7 @@ mod tests {
         assert_eq!(why(&e), (true, true));
         let g = crate::error::GatewayError::from(e);
         assert_eq!(g.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(g.code().as_deref(), Some("all_accounts_rate_limited"));
+        assert_eq!(g.code(), Some("all_accounts_rate_limited"));
         assert!(!g.is_retryable());
 
         let p = pool(
