@@ -471,3 +471,49 @@ async fn sqlite_readonly_never_writes() {
     );
     assert_eq!(cli_token(&db)["refresh_token"], "mock-refresh-0");
 }
+
+// ---------------------------------------------------------------------------------------------
+// the token-state seam
+
+/// Two managers (two gateways) for one account on `REFRESH_TOKEN`, with their token state in
+/// one store: the first refreshes, the second hands out that token without a refresh of its
+/// own (with a store each, the second would refresh too, with a spent refresh token).
+#[tokio::test]
+async fn two_managers_sharing_a_token_store_refresh_once() {
+    use kiro_gateway::auth::{source, MemoryTokenStore, TokenStore};
+    use kiro_gateway::kiro::KiroHeaders;
+    let mock = MockKiro::start(MockConfig::default()).await.unwrap();
+    let settings = CredentialSettings {
+        refresh_token: Some(kiro_gateway::Secret::new(
+            mock.config().initial_refresh_token.clone(),
+        )),
+        ..Default::default()
+    };
+    let shared: Arc<Mutex<Option<Arc<dyn TokenStore>>>> = Arc::default();
+    let build = |store: &mut dyn FnMut(kiro_gateway::auth::TokenState) -> Arc<dyn TokenStore>| {
+        let (creds, src) = source::load(&settings).unwrap();
+        TokenManager::new_with_store(
+            creds,
+            src,
+            &common::endpoints(&mock),
+            common::http(),
+            KiroHeaders::new("test-fingerprint"),
+            TokenConfig::default(),
+            store,
+        )
+        .unwrap()
+    };
+    let first = build(&mut |seed| {
+        let s: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new(seed));
+        *shared.lock().unwrap() = Some(s.clone());
+        s
+    });
+    let second = build(&mut |_seed| shared.lock().unwrap().clone().unwrap());
+    let t1 = first.access_token().await.unwrap();
+    let t2 = second.access_token().await.unwrap();
+    assert_eq!(t1.token.expose(), "mock-access-1");
+    assert_eq!(t2.token.expose(), "mock-access-1");
+    assert_eq!(t2.generation, t1.generation);
+    assert_eq!(mock.desktop_refreshes(), 1);
+    assert_eq!((first.refresh_count(), second.refresh_count()), (1, 0));
+}

@@ -21,8 +21,6 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderValue, Response, StatusCode};
 
-use std::sync::Arc;
-
 use crate::error::GatewayError;
 use crate::kiro::client::KiroEvents;
 use crate::kiro::Event;
@@ -53,7 +51,7 @@ pub trait DialectApi: Send + Sync + 'static {
     fn is_stream(req: &Self::Request) -> bool;
     /// Give the request what it needs before it is converted (the Responses dialect takes the
     /// store of finished responses); nothing by default.
-    fn bind(_req: &mut Self::Request, _responses: &Arc<responses::ResponseStore>) {}
+    fn bind(_req: &mut Self::Request, _responses: &responses::ResponseStoreHandle) {}
     /// A failure before the answer started, in the dialect's own terms when it has a better
     /// form than an HTTP error (the Responses stream's `response.failed`); `None`: the error
     /// response.

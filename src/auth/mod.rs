@@ -8,7 +8,8 @@ pub mod token;
 pub use lock::SourceLock;
 pub use source::{AuthKind, CredentialSettings, CredentialSource, Credentials};
 pub use token::{
-    AccessToken, ProfileArnPolicy, TokenConfig, TokenManager, TokenOrigin, TokenStatus,
+    AccessToken, MemoryTokenStore, ProfileArnPolicy, TokenConfig, TokenManager, TokenOrigin,
+    TokenState, TokenStatus, TokenStore,
 };
 
 pub use crate::kiro::AuthError;

@@ -16,10 +16,14 @@
 //!   by someone else replaces ours (ours is spent). A refused refresh (`invalid_grant`, 400,
 //!   401) re-reads once more and retries with what is there now; if that fails too but the
 //!   current access token has not expired, it keeps being used, with a warning.
+//! - **State behind a seam.** The tokens, expiry, generation and failure memory sit behind
+//!   [`TokenStore`] ([`MemoryTokenStore`] by default), so that gateways sharing one account
+//!   can share them ([`TokenManager::new_with_store`]).
 //! - **API keys are never refreshed.** With `KIRO_API_KEY` the key is the bearer of every call;
 //!   a forced refresh is answered with [`AuthError::ApiKeyRefused`], never with a call to an
 //!   auth service.
 
+use std::ops::DerefMut;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -115,8 +119,12 @@ pub struct TokenStatus {
     pub unsaved_rotation: bool,
 }
 
-#[derive(Debug)]
-struct State {
+/// A token manager's state: the access and refresh tokens, expiry, profile ARN, generation,
+/// the refused generation, the rotation not yet written back and the last refresh failure.
+/// Opaque outside this module (secrets print as `***`): stores hold it, the manager reads and
+/// changes it.
+#[derive(Debug, Clone)]
+pub struct TokenState {
     access: Option<Secret>,
     refresh: Secret,
     expires_at: Option<SystemTime>,
@@ -137,8 +145,60 @@ struct State {
     last_failure: Option<(tokio::time::Instant, AuthError)>,
 }
 
+/// Where a [`TokenManager`] keeps its [`TokenState`].
+///
+/// The in-memory [`MemoryTokenStore`] is the default. A store shared by several gateways
+/// serving the same account (issue 21) must guarantee:
+/// - **exclusive guards**: while a guard from [`lock`](Self::lock) is alive, no other `lock`
+///   of the same state (in this process or another) returns. Each of the manager's
+///   read-modify-writes is one guard: handing out the current token with its generation,
+///   marking a refused generation, adopting a token from the source, installing a refreshed
+///   token (generation + 1, its rotation recorded as unsaved);
+/// - **visibility**: what was changed through a guard is what the next `lock` sees once the
+///   guard is dropped (write back on drop), so a token one gateway refreshed is handed out by
+///   the others without a refresh of their own;
+/// - **compare-and-set of a refresh**: the generation is the version a refresh is checked
+///   against (a 403 refreshes only if the refused token's generation is still current). The
+///   manager makes the check, the refresh and the install one critical section with its own
+///   single-flight lock and the credential source's lock (a file or SQLite lock, which spans
+///   processes on one machine). Gateways on several machines, or on `REFRESH_TOKEN`, need a
+///   lease of the shared store's own around the refresh as well: this trait does not carry
+///   one yet, so a shared store must not be used across machines until it does;
+/// - **no waiting on the holder**: a guard is held for a few field updates, never across an
+///   `.await` (the guard is not `Send`, so a `Send` future cannot keep it over an await).
+///
+/// The state holds a [`tokio::time::Instant`] (the last failure's time), which means nothing
+/// in another process: a shared store keeps the failure and restarts its cool-down.
+pub trait TokenStore: Send + Sync {
+    /// Exclusive access to the state until the guard is dropped.
+    fn lock(&self) -> Box<dyn DerefMut<Target = TokenState> + '_>;
+}
+
+/// A token manager's state in this process's memory (the default).
+#[derive(Debug)]
+pub struct MemoryTokenStore {
+    state: Mutex<TokenState>,
+}
+
+impl MemoryTokenStore {
+    /// A store holding `state` (the seed [`TokenManager::new_with_store`] hands over).
+    pub fn new(state: TokenState) -> Self {
+        MemoryTokenStore {
+            state: Mutex::new(state),
+        }
+    }
+}
+
+impl TokenStore for MemoryTokenStore {
+    fn lock(&self) -> Box<dyn DerefMut<Target = TokenState> + '_> {
+        // A poisoned lock only means a panic elsewhere while holding it; the state itself is
+        // always consistent (single assignments), so keep using it.
+        Box::new(crate::lock(&self.state))
+    }
+}
+
 struct Inner {
-    state: Mutex<State>,
+    state: Arc<dyn TokenStore>,
     refresh_lock: tokio::sync::Mutex<()>,
     kind: AuthKind,
     source: CredentialSource,
@@ -230,7 +290,7 @@ struct RefreshAnswer {
 }
 
 impl TokenManager {
-    /// Build from loaded credentials.
+    /// Build from loaded credentials, keeping the token state in memory.
     pub fn new(
         creds: Credentials,
         source: CredentialSource,
@@ -238,6 +298,24 @@ impl TokenManager {
         http: UpstreamHttp,
         headers: KiroHeaders,
         cfg: TokenConfig,
+    ) -> Result<Self, AuthError> {
+        Self::new_with_store(creds, source, endpoints, http, headers, cfg, |seed| {
+            Arc::new(MemoryTokenStore::new(seed))
+        })
+    }
+
+    /// [`new`](Self::new), keeping the token state in the store `store` returns for the
+    /// state the credentials give (the seed: a shared store that already holds a state for
+    /// this account keeps its own). See [`TokenStore`] for what a shared store must
+    /// guarantee.
+    pub fn new_with_store(
+        creds: Credentials,
+        source: CredentialSource,
+        endpoints: &EndpointTemplates,
+        http: UpstreamHttp,
+        headers: KiroHeaders,
+        cfg: TokenConfig,
+        store: impl FnOnce(TokenState) -> Arc<dyn TokenStore>,
     ) -> Result<Self, AuthError> {
         let kind = creds.kind();
         let refresh = match (kind, creds.refresh_token.clone()) {
@@ -263,7 +341,7 @@ impl TokenManager {
         };
         Ok(TokenManager {
             inner: Arc::new(Inner {
-                state: Mutex::new(State {
+                state: store(TokenState {
                     access,
                     refresh,
                     expires_at: creds.expires_at,
@@ -377,13 +455,11 @@ impl TokenManager {
         }
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A poisoned lock only means a panic elsewhere while holding it; the state itself is
-        // always consistent (single assignments), so keep using it.
-        crate::lock(&self.inner.state)
+    fn lock_state(&self) -> Box<dyn DerefMut<Target = TokenState> + '_> {
+        self.inner.state.lock()
     }
 
-    fn margin(&self, s: &State) -> Duration {
+    fn margin(&self, s: &TokenState) -> Duration {
         match s.lifetime {
             Some(l) => self.inner.cfg.refresh_margin.min(l / 2),
             None => self.inner.cfg.refresh_margin,

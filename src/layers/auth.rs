@@ -9,7 +9,8 @@
 //! extensions ([`ClientName`]), the metrics record (the `client` label) and a `client` span
 //! around the rest of the request, never the key itself. A key may carry a rate limit
 //! (`rate_limit_per_minute`); past it the answer is a 429 with `Retry-After`, and nothing is
-//! sent upstream.
+//! sent upstream. The buckets sit behind [`BucketStore`] ([`MemoryBucketStore`] by default;
+//! [`ApiKeyLayer::with_bucket_store`]), so that gateways can share one limit per client.
 //!
 //! With no key configured the layer lets everything through (the server refuses to bind a
 //! non-loopback address in that case).
@@ -33,6 +34,7 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -115,29 +117,44 @@ impl ClientKey {
 
 pub use crate::context::ClientName;
 
-/// A token bucket of `per_minute` requests.
-struct Bucket {
-    per_minute: u32,
-    state: Mutex<(f64, tokio::time::Instant)>,
+/// Where the rate-limit buckets of the client keys live, one per client name.
+///
+/// The in-memory [`MemoryBucketStore`] is the default. A store shared by several gateways
+/// (issue 21) must guarantee:
+/// - **atomic take-a-token**: refilling the bucket for the time passed, checking it holds a
+///   whole token and taking it are one step (e.g. one Lua script in Redis), so that two
+///   gateways can never both take the last token;
+/// - **the same bucket**: capacity `per_minute`, full at first use, refilled evenly at
+///   `per_minute / 60` tokens a second, one bucket per client name whatever gateway asks;
+/// - **an honest wait**: a refusal carries the whole seconds until a token is back (the
+///   `Retry-After` the client gets), at least 1;
+/// - **no blocking**: it runs before every request of a limited key.
+pub trait BucketStore: Send + Sync {
+    /// Take one token from `client`'s bucket of `per_minute`: `Ok`, or `Err(seconds)` until
+    /// one is back.
+    fn take(&self, client: &str, per_minute: u32) -> Result<(), u64>;
 }
 
-impl Bucket {
-    fn new(per_minute: u32) -> Self {
-        Bucket {
-            per_minute,
-            state: Mutex::new((f64::from(per_minute), tokio::time::Instant::now())),
-        }
-    }
+/// Token buckets in this process's memory (the default).
+#[derive(Debug, Default)]
+pub struct MemoryBucketStore {
+    /// Client name → (tokens, last refill).
+    buckets: Mutex<HashMap<Arc<str>, (f64, tokio::time::Instant)>>,
+}
 
-    /// `Ok` and one token taken, or the whole seconds until a token is back.
-    fn take(&self) -> Result<(), u64> {
-        let rate = f64::from(self.per_minute) / 60.0;
-        let Ok(mut s) = self.state.lock() else {
-            return Ok(());
-        };
+impl BucketStore for MemoryBucketStore {
+    fn take(&self, client: &str, per_minute: u32) -> Result<(), u64> {
+        let rate = f64::from(per_minute) / 60.0;
         let now = tokio::time::Instant::now();
+        let mut buckets = crate::lock(&self.buckets);
+        let s = match buckets.get_mut(client) {
+            Some(s) => s,
+            None => buckets
+                .entry(Arc::from(client))
+                .or_insert((f64::from(per_minute), now)),
+        };
         let refill = now.duration_since(s.1).as_secs_f64() * rate;
-        s.0 = (s.0 + refill).min(f64::from(self.per_minute));
+        s.0 = (s.0 + refill).min(f64::from(per_minute));
         s.1 = now;
         if s.0 >= 1.0 {
             s.0 -= 1.0;
@@ -148,9 +165,11 @@ impl Bucket {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     key: ClientKey,
-    bucket: Option<Bucket>,
+    /// Where its rate limit's bucket is (used only when the key has a limit).
+    buckets: Arc<dyn BucketStore>,
 }
 
 /// See the module docs.
@@ -196,11 +215,28 @@ impl ApiKeyLayer {
 
     /// Accept these named keys (no keys: no check).
     pub fn with_clients(keys: impl IntoIterator<Item = ClientKey>) -> Self {
+        let buckets: Arc<dyn BucketStore> = Arc::new(MemoryBucketStore::default());
         let keys = keys
             .into_iter()
             .map(|key| Entry {
-                bucket: key.rate_limit_per_minute.map(Bucket::new),
                 key,
+                buckets: buckets.clone(),
+            })
+            .collect();
+        ApiKeyLayer {
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// Keep the keys' rate-limit buckets in `store` (see [`BucketStore`] for what a shared
+    /// store must guarantee).
+    pub fn with_bucket_store(self, store: Arc<dyn BucketStore>) -> Self {
+        let keys = self
+            .keys
+            .iter()
+            .map(|e| Entry {
+                key: e.key.clone(),
+                buckets: store.clone(),
             })
             .collect();
         ApiKeyLayer {
@@ -368,10 +404,10 @@ where
         if let Some(r) = req.extensions().get::<RequestRecord>() {
             r.set_client(name);
         }
-        if let Some(bucket) = &entry.bucket {
-            if let Err(wait) = bucket.take() {
+        if let Some(per_minute) = entry.key.rate_limit_per_minute {
+            if let Err(wait) = entry.buckets.take(name, per_minute) {
                 tracing::info!(client = %name, path = %req.uri().path(), retry_after = wait, "client key over its rate limit");
-                let err = rate_limited(entry, bucket.per_minute, wait);
+                let err = rate_limited(entry, per_minute, wait);
                 return ResponseFuture::rejected(err);
             }
         }
@@ -503,5 +539,43 @@ mod tests {
         tokio::time::advance(std::time::Duration::from_secs(31)).await;
         assert_eq!(status(&l, "/v1/messages", &h).await.0, 200);
         assert_eq!(status(&l, "/v1/messages", &h).await.0, 429);
+    }
+
+    /// The layer takes from the bucket store it is given: one that is always empty makes
+    /// the first request of a limited key a 429 with the store's wait, and it is asked for
+    /// that key's name and limit; a key without a limit never asks it.
+    #[tokio::test]
+    async fn an_always_empty_bucket_store_makes_the_first_request_a_429() {
+        #[derive(Default)]
+        struct Empty {
+            asked: Mutex<Vec<(String, u32)>>,
+        }
+        impl BucketStore for Empty {
+            fn take(&self, client: &str, per_minute: u32) -> Result<(), u64> {
+                self.asked
+                    .lock()
+                    .unwrap()
+                    .push((client.to_owned(), per_minute));
+                Err(42)
+            }
+        }
+        let store = Arc::new(Empty::default());
+        let l = ApiKeyLayer::with_clients([
+            ClientKey::new("limited", "k").with_rate_limit_per_minute(100),
+            ClientKey::new("free", "f"),
+        ])
+        .with_bucket_store(store.clone());
+        let (s, v) = status(&l, "/v1/messages", &[("x-api-key", "k")]).await;
+        assert_eq!(s, 429);
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(
+            v["error"]["message"],
+            "the client key \"limited\" is limited to 100 requests a minute; retry in 42 s"
+        );
+        assert_eq!(
+            status(&l, "/v1/messages", &[("x-api-key", "f")]).await.0,
+            200
+        );
+        assert_eq!(*store.asked.lock().unwrap(), [("limited".to_owned(), 100)]);
     }
 }

@@ -59,7 +59,7 @@ pub struct TranslateConfig {
     /// Stream bodies alive.
     pub open_streams: crate::api::StreamGauge,
     /// Finished Responses-API responses, for `previous_response_id` and `GET`.
-    pub responses: Arc<crate::api::responses::ResponseStore>,
+    pub responses: crate::api::responses::ResponseStoreHandle,
     /// Several accounts below: each request carries its [`ConversationKey`] and its typed
     /// [`KiroBody`], so the pool can keep a conversation on one account and give an account
     /// with another profile ARN or protocol its own body.

@@ -195,9 +195,11 @@ impl Gateway {
                 max_payload_bytes: cfg.kiro_max_payload_bytes,
                 auto_trim_payload: cfg.auto_trim_payload,
                 open_streams: Default::default(),
-                responses: Arc::new(crate::api::responses::ResponseStore::new(
-                    cfg.responses_store_max,
-                    cfg.responses_store_ttl,
+                responses: crate::api::responses::ResponseStoreHandle::new(Arc::new(
+                    crate::api::responses::MemoryResponseStore::new(
+                        cfg.responses_store_max,
+                        cfg.responses_store_ttl,
+                    ),
                 )),
             },
             retry: RetryConfig {

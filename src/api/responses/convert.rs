@@ -25,7 +25,7 @@
 
 use serde_json::Value;
 
-use super::ResponsesRequest;
+use super::{ResponseStore, ResponsesRequest};
 use crate::api::conversation::{
     image_from_data, Conversation, Message, Role, ToolCall, ToolChoice, ToolDef, ToolResultMsg,
 };

@@ -2,8 +2,9 @@
 //! of the same translation design. The request becomes the shared
 //! [`Conversation`](crate::api::conversation::Conversation) ([`convert`]); Kiro events become
 //! Responses stream events or one response object ([`stream`]); finished responses are kept in
-//! a bounded in-memory [`ResponseStore`] so `previous_response_id` can chain and `GET` can
-//! fetch them (lost on restart; `store: false`, what Codex sends, keeps nothing).
+//! a [`ResponseStore`] so `previous_response_id` can chain and `GET` can fetch them: by default
+//! the bounded in-memory [`MemoryResponseStore`] (lost on restart); `store: false`, what Codex
+//! sends, keeps nothing.
 
 pub mod convert;
 pub mod stream;
@@ -54,7 +55,7 @@ pub struct ResponsesRequest {
     pub stream: bool,
     /// The store, attached by the translation layer before the request is converted.
     #[serde(skip)]
-    pub store_handle: Option<Arc<ResponseStore>>,
+    pub store_handle: Option<ResponseStoreHandle>,
 }
 
 impl ResponsesRequest {
@@ -83,36 +84,115 @@ impl ResponsesRequest {
 /// those of the responses it chained from, and its own output items), for a follow-up.
 #[derive(Debug, Clone)]
 pub struct Stored {
+    /// The response object, as `GET /v1/responses/{id}` returns it.
     pub response: Value,
+    /// The conversation it ends.
     pub items: Arc<Vec<Value>>,
-    at: Instant,
-    /// serialised size, for the byte budget
-    bytes: usize,
+}
+
+/// Where finished responses are kept, by id.
+///
+/// The in-memory [`MemoryResponseStore`] is the default. A store shared by several gateways
+/// (issue 21) must guarantee:
+/// - **read-your-writes across gateways**: a response `put` when its stream ends is what
+///   `get` returns on any gateway from then on (a client chains `previous_response_id` on
+///   its next request, which may land elsewhere), e.g. one Redis key per id;
+/// - **whole entries**: `get` returns a response with its complete conversation or nothing,
+///   never a half-written entry;
+/// - **bounded age and size**: entries expire after the configured TTL
+///   (`RESPONSES_STORE_TTL_SECS`) and the store stays bounded (`RESPONSES_STORE_MAX`, a byte
+///   budget); `get` of an expired or evicted id is `None` (the client gets a 404);
+/// - **no blocking**: `put` runs when a stream ends and `get` before a request is
+///   translated; neither may wait on another request.
+pub trait ResponseStore: Send + Sync + std::fmt::Debug {
+    /// Keep `response` and the conversation it ends under `id` (a store may decline: too
+    /// large, or keeping nothing).
+    fn put(&self, id: String, response: Value, items: Vec<Value>);
+    /// The response kept under `id`, unless it expired or was evicted.
+    fn get(&self, id: &str) -> Option<Stored>;
+    /// Responses held (an estimate is fine: expired ones not yet dropped may count).
+    fn len(&self) -> usize;
+    /// Whether none is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The store the translation layer attaches to each Responses request: a cheap clone of one
+/// `Arc<dyn ResponseStore>`. The default is a [`MemoryResponseStore`] with its default limits.
+#[derive(Debug, Clone)]
+pub struct ResponseStoreHandle(Arc<dyn ResponseStore>);
+
+impl ResponseStoreHandle {
+    /// A handle on `store`.
+    pub fn new(store: Arc<dyn ResponseStore>) -> Self {
+        ResponseStoreHandle(store)
+    }
+
+    /// Responses held (see [`ResponseStore::len`]).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Default for ResponseStoreHandle {
+    fn default() -> Self {
+        ResponseStoreHandle(Arc::new(MemoryResponseStore::default()))
+    }
+}
+
+impl ResponseStore for ResponseStoreHandle {
+    fn put(&self, id: String, response: Value, items: Vec<Value>) {
+        self.0.put(id, response, items);
+    }
+
+    fn get(&self, id: &str) -> Option<Stored> {
+        self.0.get(id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Bytes of kept responses (their conversations included) at most, whatever their count.
 pub const STORE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// Finished responses, bounded in count and age (`RESPONSES_STORE_MAX`,
-/// `RESPONSES_STORE_TTL_SECS`) and in bytes ([`STORE_MAX_BYTES`]); the oldest goes first. In
-/// memory only.
+/// One entry of the in-memory store.
 #[derive(Debug)]
-pub struct ResponseStore {
+struct Entry {
+    stored: Stored,
+    at: Instant,
+    /// serialised size, for the byte budget
+    bytes: usize,
+}
+
+/// Finished responses in this process's memory, bounded in count and age
+/// (`RESPONSES_STORE_MAX`, `RESPONSES_STORE_TTL_SECS`) and in bytes ([`STORE_MAX_BYTES`]);
+/// the oldest goes first. Lost on restart.
+#[derive(Debug)]
+pub struct MemoryResponseStore {
     max: usize,
     ttl: Duration,
-    inner: Mutex<(HashMap<String, Stored>, VecDeque<String>)>,
+    inner: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
     bytes: std::sync::atomic::AtomicUsize,
 }
 
-impl Default for ResponseStore {
+impl Default for MemoryResponseStore {
     fn default() -> Self {
-        ResponseStore::new(1000, Duration::from_secs(3600))
+        MemoryResponseStore::new(1000, Duration::from_secs(3600))
     }
 }
 
-impl ResponseStore {
+impl MemoryResponseStore {
+    /// At most `max` responses, each for at most `ttl`.
     pub fn new(max: usize, ttl: Duration) -> Self {
-        ResponseStore {
+        MemoryResponseStore {
             max,
             ttl,
             inner: Mutex::new((HashMap::new(), VecDeque::new())),
@@ -120,11 +200,13 @@ impl ResponseStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Stored>, VecDeque<String>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Entry>, VecDeque<String>)> {
         crate::lock(&self.inner)
     }
+}
 
-    pub fn put(&self, id: String, response: Value, items: Vec<Value>) {
+impl ResponseStore for MemoryResponseStore {
+    fn put(&self, id: String, response: Value, items: Vec<Value>) {
         use std::sync::atomic::Ordering::Relaxed;
         let size =
             response.to_string().len() + items.iter().map(|i| i.to_string().len()).sum::<usize>();
@@ -136,8 +218,8 @@ impl ResponseStore {
         while map.len() >= self.max || self.bytes.load(Relaxed) + size > STORE_MAX_BYTES {
             match order.pop_front() {
                 Some(old) => {
-                    if let Some(s) = map.remove(&old) {
-                        self.bytes.fetch_sub(s.bytes, Relaxed);
+                    if let Some(e) = map.remove(&old) {
+                        self.bytes.fetch_sub(e.bytes, Relaxed);
                     }
                 }
                 None => break,
@@ -147,36 +229,34 @@ impl ResponseStore {
         order.push_back(id.clone());
         map.insert(
             id,
-            Stored {
-                response,
-                items: Arc::new(items),
+            Entry {
+                stored: Stored {
+                    response,
+                    items: Arc::new(items),
+                },
                 at: Instant::now(),
                 bytes: size,
             },
         );
     }
 
-    pub fn get(&self, id: &str) -> Option<Stored> {
+    fn get(&self, id: &str) -> Option<Stored> {
         let mut g = self.lock();
         let (map, order) = &mut *g;
-        let stale = map.get(id).is_some_and(|s| s.at.elapsed() > self.ttl);
+        let stale = map.get(id).is_some_and(|e| e.at.elapsed() > self.ttl);
         if stale {
-            if let Some(s) = map.remove(id) {
+            if let Some(e) = map.remove(id) {
                 self.bytes
-                    .fetch_sub(s.bytes, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_sub(e.bytes, std::sync::atomic::Ordering::Relaxed);
             }
             order.retain(|x| x != id);
             return None;
         }
-        map.get(id).cloned()
+        map.get(id).map(|e| e.stored.clone())
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -201,7 +281,7 @@ impl crate::api::DialectApi for OpenAiResponses {
         req.stream
     }
 
-    fn bind(req: &mut Self::Request, responses: &std::sync::Arc<ResponseStore>) {
+    fn bind(req: &mut Self::Request, responses: &ResponseStoreHandle) {
         req.store_handle = Some(responses.clone());
     }
 
@@ -285,7 +365,7 @@ impl crate::api::DialectApi for OpenAiResponses {
 }
 
 /// `GET /v1/responses/{id}`: the kept response, or a 404 in OpenAI's shape.
-pub fn retrieve(store: &ResponseStore, id: &str) -> Result<Value, GatewayError> {
+pub fn retrieve(store: &dyn ResponseStore, id: &str) -> Result<Value, GatewayError> {
     store.get(id).map(|s| s.response).ok_or_else(|| {
         GatewayError::not_found(format!(
             "No response with id '{id}' is stored (responses are kept in memory, for a limited time, and only when `store` is not false)"
@@ -300,7 +380,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_store_forgets_after_its_ttl_and_drops_the_oldest_first() {
-        let s = ResponseStore::new(2, Duration::from_secs(60));
+        let s = MemoryResponseStore::new(2, Duration::from_secs(60));
         s.put("a".into(), serde_json::json!(1), vec![]);
         s.put("b".into(), serde_json::json!(2), vec![]);
         s.put("c".into(), serde_json::json!(3), vec![]);
@@ -308,8 +388,85 @@ mod tests {
         assert_eq!(s.get("b").unwrap().response, 2);
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(s.get("b").is_none() && s.get("c").is_none(), "past the TTL");
-        let none = ResponseStore::new(0, Duration::from_secs(60));
+        let none = MemoryResponseStore::new(0, Duration::from_secs(60));
         none.put("a".into(), serde_json::json!(1), vec![]);
         assert!(none.is_empty());
+    }
+
+    /// A store plugged into the translation layer is the one the Responses dialect reads a
+    /// `previous_response_id` from and writes the finished response to.
+    #[tokio::test]
+    async fn the_translation_layer_reads_and_writes_the_store_it_is_given() {
+        use crate::kiro::{Event, GenerateRequest, GenerateResponse};
+        use crate::layers::translate::{TranslateConfig, TranslateLayer};
+        use tower::{Layer, ServiceExt};
+
+        /// Knows one earlier response; records what is put.
+        #[derive(Debug, Default)]
+        struct Recording {
+            puts: Mutex<Vec<String>>,
+        }
+        impl ResponseStore for Recording {
+            fn put(&self, id: String, _response: Value, _items: Vec<Value>) {
+                self.puts.lock().unwrap().push(id);
+            }
+            fn get(&self, id: &str) -> Option<Stored> {
+                (id == "resp_earlier").then(|| Stored {
+                    response: serde_json::json!({"id": id}),
+                    items: Arc::new(vec![
+                        serde_json::json!({"type": "message", "role": "user", "content": "the earlier question"}),
+                        serde_json::json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "the earlier answer"}]}),
+                    ]),
+                })
+            }
+            fn len(&self) -> usize {
+                self.puts.lock().unwrap().len()
+            }
+        }
+
+        let store = Arc::new(Recording::default());
+        let sent = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let upstream = {
+            let sent = sent.clone();
+            tower::service_fn(move |req: GenerateRequest| {
+                *sent.lock().unwrap() = req.body.to_vec();
+                async {
+                    Ok::<_, crate::kiro::Error>(GenerateResponse {
+                        status: http::StatusCode::OK,
+                        headers: http::HeaderMap::new(),
+                        events: Box::pin(futures_util::stream::iter(vec![Ok(Event::Text {
+                            content: "hi".into(),
+                        })])),
+                    })
+                }
+            })
+        };
+        let svc = TranslateLayer::<OpenAiResponses>::new(TranslateConfig {
+            responses: ResponseStoreHandle::new(store.clone()),
+            ..Default::default()
+        })
+        .layer(upstream);
+        let body: ResponsesRequest = serde_json::from_value(serde_json::json!({
+            "model": "claude-sonnet-4-5",
+            "input": "and now?",
+            "previous_response_id": "resp_earlier"
+        }))
+        .unwrap();
+        let mut req = http::Request::new(body);
+        req.extensions_mut()
+            .insert(crate::models::ResolvedModel::unknown("claude-sonnet-4-5"));
+        let resp = svc.oneshot(req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        let sent = String::from_utf8(sent.lock().unwrap().clone()).unwrap();
+        assert!(sent.contains("the earlier question"), "{sent}");
+        assert!(sent.contains("the earlier answer"), "{sent}");
+        assert_eq!(
+            *store.puts.lock().unwrap(),
+            [answer["id"].as_str().unwrap()]
+        );
     }
 }

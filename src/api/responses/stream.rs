@@ -20,14 +20,12 @@
 //! events, which Codex's idle timer counts (it ignores SSE comments). The non-streamed answer
 //! is the same machine with its events dropped: the final response object.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::Response;
 use serde_json::{json, Map, Value};
 
 use super::convert::{previous_items, ToolNames, CUSTOM_INPUT};
-use super::{ResponseStore, ResponsesRequest};
+use super::{ResponseStore, ResponseStoreHandle, ResponsesRequest};
 use crate::api::{new_id, sse_event, Body, Encoder, End, Folder, ResponseMeta};
 use crate::error::{ErrorKind, GatewayError};
 use crate::kiro::{Event, ToolInput};
@@ -37,7 +35,7 @@ pub struct Shape {
     /// custom and namespaced tools, whose calls go back under another type or name
     tools: ToolNames,
     /// Where the finished response goes (`None` with `store: false`).
-    store: Option<Arc<ResponseStore>>,
+    store: Option<ResponseStoreHandle>,
     /// The conversation so far (the chained responses' and this request's input items).
     history: Vec<Value>,
     /// Request fields echoed in the response object.

@@ -1,421 +1,36 @@
-//! Several Kiro accounts behind one gateway: which account serves a request, what happens when
-//! one fails, and what each is doing.
-//!
-//! [`AccountPool`] is the service at the bottom of every chat stack (below the
-//! [`RetryLayer`](crate::layers::RetryLayer)); each [`Account`] has its own upstream service
-//! (its [`KiroAuthLayer`](crate::layers::KiroAuthLayer) over its own
-//! [`KiroClient`](crate::kiro::KiroClient)), hence its own token manager, refresh single-flight
-//! and write-back.
-//!
-//! **Selection.** Among the accounts that can serve, [`Strategy`] picks: `priority` (the lowest
-//! `priority` value, then configuration order), `round_robin` (smooth weighted round robin by
-//! `weight`), `least_in_flight` (the default: fewest open requests per unit of weight, ties by
-//! weighted round robin).
-//!
-//! **Stickiness.** A conversation keeps its account while that account can serve, so the
-//! service-side context and any prompt caching stay in one place. The key
-//! ([`ConversationKey`]) is, in this order: the client's session header
-//! (`x-session-id`, `x-claude-code-session-id`, Codex's `session_id`), else a hash of the
-//! system prompt and the first user message (which every later turn of the same conversation
-//! repeats); either way with the client key's name. Bindings are forgotten after
-//! [`PoolConfig::sticky_ttl`] without use.
-//!
-//! **Failover and circuit breaking.** Before any event has reached the layers above (the pool
-//! looks at the first event itself), an attempt that meets a used-up monthly quota, a throttle,
-//! a suspension, a refused token refresh, or the [`PoolConfig::failure_threshold`]th 5xx or
-//! connection failure in a row goes to the next account that can serve, at once. The failing
-//! account then:
-//! - **cools** (throttle, repeated 5xx): unavailable for [`PoolConfig::cooldown`], doubling with
-//!   each trip up to [`PoolConfig::cooldown_max`] (a longer retry hint from the service wins);
-//!   afterwards one request is let through as a probe (half-open): success makes it `ok`
-//!   again, failure cools it for the next, longer period;
-//! - is **refresh-failing** (the auth service refused its refresh token, or its API key was
-//!   refused): cools the same way; each probe re-reads its credentials;
-//! - is **parked** (monthly quota): until [`QuotaPark`] (the start of the next month, UTC, by
-//!   default) or an admin reset, then probed;
-//! - is **suspended**: until the gateway restarts or an admin resets it.
-//!
-//! When no account can serve, the request fails with [`Error::NoAccount`]: a 429 when every
-//! account is down for a throttle or a quota, else a 503, with the earliest time one comes
-//! back as `Retry-After`.
-//!
-//! With a single account there is nowhere to fail over to: every request goes to it and the
-//! retry layer's backoff alone governs throttles and 5xx (no cooling); quota, suspension and
-//! refused refreshes are still tracked, for `/health` and `/health/accounts`.
+//! [`AccountPool`]: the service at the bottom of every chat stack. It takes an account for
+//! each attempt (the selection's pick, a due probe, the conversation's binding), runs the
+//! attempt on it, records the outcome in the account's health, and fails over to the next
+//! account before anything has gone up.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 use tower_service::Service;
 
+use super::account::{Account, AccountSnapshot};
+use super::health::{AccountState, Avail};
+use super::selection::{BindingStore, Chooser, MemoryBindingStore};
+use super::PoolConfig;
 use crate::auth::TokenManager;
-use crate::context::{CaptureHandle, FirstTokenDeadline, RequestRecord, RetryCause};
-use crate::kiro::{Error, Event, GenerateRequest, GenerateResponse, KiroClient};
-use crate::lock;
-
-/// The upstream service of one account.
-pub type AccountService = BoxCloneSyncService<GenerateRequest, GenerateResponse, Error>;
-
-/// How the pool picks among the accounts that can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// The lowest `priority`, then configuration order.
-    Priority,
-    /// Smooth weighted round robin.
-    RoundRobin,
-    /// Fewest requests in flight per unit of weight.
-    #[default]
-    LeastInFlight,
-}
-
-impl std::str::FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "priority" => Ok(Strategy::Priority),
-            "round_robin" | "roundrobin" => Ok(Strategy::RoundRobin),
-            "least_in_flight" | "" => Ok(Strategy::LeastInFlight),
-            other => Err(format!(
-                "{other:?} is not priority, round_robin or least_in_flight"
-            )),
-        }
-    }
-}
-
-/// How long an account that used up its monthly quota stays parked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaPark {
-    /// Until 00:00 UTC on the first day of the next month (Kiro's quotas are monthly; the
-    /// exact reset moment of a plan is not published: spec (assumed)).
-    NextMonth,
-    /// For a fixed time.
-    For(Duration),
-}
-
-impl std::str::FromStr for QuotaPark {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        if t.eq_ignore_ascii_case("monthly") || t.is_empty() {
-            return Ok(QuotaPark::NextMonth);
-        }
-        match t.parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 => Ok(QuotaPark::For(Duration::from_secs_f64(v))),
-            _ => Err(format!("{t:?} is not \"monthly\" or a number of seconds")),
-        }
-    }
-}
-
-impl QuotaPark {
-    /// How long from `now` (wall clock).
-    fn duration_from(self, now: SystemTime) -> Duration {
-        match self {
-            QuotaPark::For(d) => d,
-            QuotaPark::NextMonth => {
-                let now_odt = time::OffsetDateTime::from(now);
-                let (y, m) = match now_odt.month() {
-                    time::Month::December => (now_odt.year() + 1, time::Month::January),
-                    m => (now_odt.year(), m.next()),
-                };
-                let next = time::Date::from_calendar_date(y, m, 1)
-                    .map(|d| d.midnight().assume_utc())
-                    .unwrap_or(now_odt + time::Duration::days(31));
-                let secs = (next - now_odt).whole_seconds().max(60);
-                Duration::from_secs(secs as u64)
-            }
-        }
-    }
-}
-
-/// Pool settings.
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    pub strategy: Strategy,
-    /// First cool-down of an account (`ACCOUNT_COOLDOWN_SECS`); doubles with each trip.
-    pub cooldown: Duration,
-    /// Longest cool-down (`ACCOUNT_COOLDOWN_MAX_SECS`).
-    pub cooldown_max: Duration,
-    /// 5xx or connection failures in a row that cool an account (`ACCOUNT_FAILURE_THRESHOLD`).
-    pub failure_threshold: u32,
-    /// How long a quota-exhausted account stays parked (`ACCOUNT_QUOTA_PARK`).
-    pub quota_park: QuotaPark,
-    /// A conversation binding unused this long is forgotten (`STICKY_TTL_SECS`).
-    pub sticky_ttl: Duration,
-    /// At most this many conversation bindings are kept.
-    pub sticky_max: usize,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            strategy: Strategy::LeastInFlight,
-            cooldown: Duration::from_secs(30),
-            cooldown_max: Duration::from_secs(900),
-            failure_threshold: 2,
-            quota_park: QuotaPark::NextMonth,
-            sticky_ttl: Duration::from_secs(3600),
-            sticky_max: 10_000,
-        }
-    }
-}
-
-pub use crate::context::ConversationKey;
-
-pub use crate::kiro::KiroBody;
-
-/// What an account is doing, as `/health/accounts` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountState {
-    Ok,
-    Cooling,
-    Parked,
-    Suspended,
-    RefreshFailing,
-}
-
-impl AccountState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountState::Ok => "ok",
-            AccountState::Cooling => "cooling",
-            AccountState::Parked => "parked",
-            AccountState::Suspended => "suspended",
-            AccountState::RefreshFailing => "refresh-failing",
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Health {
-    state: AccountState,
-    /// When a cooling, parked or refresh-failing account may be probed.
-    until: Option<Instant>,
-    until_wall: Option<SystemTime>,
-    /// Trips in a row (the cool-down doubles with each).
-    level: u32,
-    /// 5xx / connection failures in a row.
-    failures: u32,
-    /// A half-open probe is in flight.
-    probing: bool,
-    /// Out for a throttle or a quota (an all-down answer is then a 429, else a 503).
-    rate_limited: bool,
-    /// Out for a used-up quota (an all-down answer of only such accounts is not worth a retry).
-    quota: bool,
-    last_error: Option<(SystemTime, String)>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            state: AccountState::Ok,
-            until: None,
-            until_wall: None,
-            level: 0,
-            failures: 0,
-            probing: false,
-            rate_limited: false,
-            quota: false,
-            last_error: None,
-        }
-    }
-}
-
-enum Avail {
-    Ready,
-    /// Its wait is over: the next request is its probe.
-    Probe,
-    /// Not now; back at this time (`None`: not by itself).
-    Down(Option<Instant>),
-}
-
-impl Health {
-    fn avail(&self, now: Instant) -> Avail {
-        match (self.state, self.until) {
-            (AccountState::Ok, _) => Avail::Ready,
-            (AccountState::Suspended, _) => Avail::Down(None),
-            (_, Some(t)) if now >= t && !self.probing => Avail::Probe,
-            // a probe is out: its answer decides within the first-token timeout
-            (_, Some(t)) if now >= t => Avail::Down(Some(now + Duration::from_secs(1))),
-            (_, t) => Avail::Down(t),
-        }
-    }
-}
-
-/// One Kiro account of the pool.
-pub struct Account {
-    name: Arc<str>,
-    priority: i32,
-    weight: u32,
-    tokens: Option<TokenManager>,
-    client: Option<KiroClient>,
-    /// `origin` its protocol puts into every message.
-    origin: &'static str,
-    service: AccountService,
-    health: Mutex<Health>,
-    in_flight: AtomicUsize,
-    requests: AtomicU64,
-    errors: AtomicU64,
-    /// Credits metered on its answers, in millionths.
-    micro_credits: AtomicU64,
-}
-
-impl std::fmt::Debug for Account {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Account")
-            .field("name", &self.name)
-            .field("priority", &self.priority)
-            .field("weight", &self.weight)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Account {
-    /// An account served by any upstream service (a fake in tests and benches).
-    pub fn new(name: impl Into<Arc<str>>, service: AccountService) -> Self {
-        Account {
-            name: name.into(),
-            priority: 0,
-            weight: 1,
-            tokens: None,
-            client: None,
-            origin: "AI_EDITOR",
-            service,
-            health: Mutex::new(Health::default()),
-            in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            micro_credits: AtomicU64::new(0),
-        }
-    }
-
-    /// A real Kiro account: its token manager's auth layer over its client.
-    pub fn kiro(name: impl Into<Arc<str>>, tokens: TokenManager, client: KiroClient) -> Self {
-        use tower_layer::Layer;
-        let service = BoxCloneSyncService::new(
-            crate::layers::KiroAuthLayer::new(tokens.clone()).layer(client.clone()),
-        );
-        let origin = client.body_requirements().origin;
-        let mut a = Account::new(name, service);
-        a.origin = origin;
-        a.tokens = Some(tokens);
-        a.client = Some(client);
-        a
-    }
-
-    pub fn with_priority(mut self, priority: i32) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Share of the traffic relative to the others (at least 1).
-    pub fn with_weight(mut self, weight: u32) -> Self {
-        self.weight = weight.max(1);
-        self
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn tokens(&self) -> Option<&TokenManager> {
-        self.tokens.as_ref()
-    }
-
-    pub fn client(&self) -> Option<&KiroClient> {
-        self.client.as_ref()
-    }
-
-    pub fn state(&self) -> AccountState {
-        let state = lock(&self.health).state;
-        if state == AccountState::Ok && self.refresh_problem().is_some() {
-            return AccountState::RefreshFailing;
-        }
-        state
-    }
-
-    /// Why its token manager cannot give it a usable token (see
-    /// [`TokenManager::refresh_problem`]).
-    fn refresh_problem(&self) -> Option<String> {
-        self.tokens.as_ref().and_then(TokenManager::refresh_problem)
-    }
-
-    /// Whether a request now could be served by it: not out of rotation, and not without a
-    /// usable token because its refresh fails (a due probe does not make such an account
-    /// available: it would fail the request it is tried with).
-    fn available(&self, now: Instant) -> bool {
-        !matches!(lock(&self.health).avail(now), Avail::Down(_)) && self.refresh_problem().is_none()
-    }
-
-    fn profile_arn(&self) -> Option<String> {
-        self.tokens
-            .as_ref()
-            .and_then(TokenManager::profile_arn_for_requests)
-    }
-}
-
-/// One account's figures and state, for `/health/accounts` (no secrets).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AccountSnapshot {
-    pub name: String,
-    pub state: &'static str,
-    /// Whether a request now could go to it.
-    pub available: bool,
-    pub auth_type: Option<&'static str>,
-    pub source: Option<&'static str>,
-    pub protocol: Option<&'static str>,
-    pub region: Option<String>,
-    pub token_expires_at: Option<String>,
-    pub token_expires_in_secs: Option<u64>,
-    /// When a cooling, parked or refresh-failing account is next tried (RFC 3339).
-    pub retry_at: Option<String>,
-    pub retry_in_secs: Option<u64>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-    /// Why the account has no usable token: its last refresh failed and its access token has
-    /// expired (the failure, naming the credential source). The account is then not
-    /// available, and `/health` counts it so.
-    pub refresh_error: Option<String>,
-    pub priority: i32,
-    pub weight: u32,
-    pub in_flight: usize,
-    /// Upstream attempts sent to it since start.
-    pub requests: u64,
-    /// Attempts that failed.
-    pub errors: u64,
-    /// Credits metered on its answers since start.
-    pub credits: f64,
-    pub token_refreshes: u64,
-    pub token_refresh_failures: u64,
-}
-
-impl<'a> From<&'a AccountSnapshot> for crate::layers::metrics::AccountGauge<'a> {
-    fn from(a: &'a AccountSnapshot) -> Self {
-        crate::layers::metrics::AccountGauge {
-            name: &a.name,
-            state: a.state,
-            available: a.available,
-            token_refreshes: a.token_refreshes,
-            token_refresh_failures: a.token_refresh_failures,
-        }
-    }
-}
+use crate::context::{
+    CaptureHandle, ConversationKey, FirstTokenDeadline, RequestRecord, RetryCause,
+};
+use crate::kiro::{Error, Event, GenerateRequest, GenerateResponse, KiroBody};
 
 struct PoolInner {
     accounts: Vec<Arc<Account>>,
     cfg: PoolConfig,
-    /// Conversation → account index, last use.
-    sticky: Mutex<HashMap<ConversationKey, (usize, Instant)>>,
-    /// Smooth weighted round robin: each account's current weight.
-    rr: Mutex<Vec<i64>>,
+    /// Conversation → account name.
+    bindings: Arc<dyn BindingStore>,
+    chooser: Chooser,
 }
 
 /// See the module docs. Cheap to clone; a [`tower::Service`] of [`GenerateRequest`]s.
@@ -433,34 +48,6 @@ impl std::fmt::Debug for AccountPool {
     }
 }
 
-/// Why an attempt failed, as far as the account is concerned.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Trip {
-    Quota,
-    Suspended,
-    Throttle(Option<Duration>),
-    Refresh,
-    /// 5xx, connection failure, a refresh that failed in transit.
-    Failure,
-    /// The request's own problem (400, …): says nothing about the account.
-    None,
-}
-
-/// What a failure holds against the account, from the one classifier of upstream failures.
-fn classify(e: &Error) -> Trip {
-    use crate::kiro::Failure;
-    match e.failure() {
-        Failure::Quota => Trip::Quota,
-        Failure::Suspended => Trip::Suspended,
-        Failure::Throttle(hint) => Trip::Throttle(hint),
-        Failure::Credentials => Trip::Refresh,
-        Failure::Unavailable | Failure::Timeout | Failure::Transient => Trip::Failure,
-        Failure::InvalidToken | Failure::Broken | Failure::NoAccount | Failure::Client => {
-            Trip::None
-        }
-    }
-}
-
 /// An account taken for one attempt: counted in flight until dropped (which, on success, is
 /// when the answer's stream ends or is dropped).
 struct Lease {
@@ -473,7 +60,7 @@ impl Drop for Lease {
         self.account.in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.probe {
             // an abandoned probe (client gone, first-token timeout) lets the next one through
-            lock(&self.account.health).probing = false;
+            self.account.health().probing = false;
         }
     }
 }
@@ -490,8 +77,20 @@ struct AllDown {
 
 impl AccountPool {
     /// A pool of `accounts` (at least one), tried in the order given where the strategy
-    /// needs an order.
+    /// needs an order; conversation bindings kept in memory ([`MemoryBindingStore`]).
     pub fn new(accounts: Vec<Account>, cfg: PoolConfig) -> Result<Self, String> {
+        let bindings = Arc::new(MemoryBindingStore::new(cfg.sticky_ttl, cfg.sticky_max));
+        Self::with_bindings(accounts, cfg, bindings)
+    }
+
+    /// [`new`](Self::new), with the conversation bindings kept in `bindings` (see
+    /// [`BindingStore`] for what a shared store must guarantee). Each account's health is
+    /// kept where the account says ([`Account::with_health_store`]).
+    pub fn with_bindings(
+        accounts: Vec<Account>,
+        cfg: PoolConfig,
+        bindings: Arc<dyn BindingStore>,
+    ) -> Result<Self, String> {
         if accounts.is_empty() {
             return Err("an account pool needs at least one account".into());
         }
@@ -501,26 +100,28 @@ impl AccountPool {
                 return Err(format!("the account name {:?} is used twice", a.name));
             }
         }
-        Ok(Self::build(accounts, cfg))
+        Ok(Self::build(accounts, cfg, bindings))
     }
 
-    fn build(accounts: Vec<Account>, cfg: PoolConfig) -> Self {
-        let n = accounts.len();
+    fn build(accounts: Vec<Account>, cfg: PoolConfig, bindings: Arc<dyn BindingStore>) -> Self {
         AccountPool {
             inner: Arc::new(PoolInner {
+                chooser: Chooser::new(cfg.strategy, accounts.len()),
                 accounts: accounts.into_iter().map(Arc::new).collect(),
                 cfg,
-                sticky: Mutex::new(HashMap::new()),
-                rr: Mutex::new(vec![0; n]),
+                bindings,
             }),
         }
     }
 
-    /// A pool of one account (the single-account form).
+    /// A pool of one account (the single-account form: no failover, so no bindings).
     pub fn single(account: Account) -> Self {
-        Self::build(vec![account], PoolConfig::default())
+        let cfg = PoolConfig::default();
+        let bindings = Arc::new(MemoryBindingStore::new(cfg.sticky_ttl, cfg.sticky_max));
+        Self::build(vec![account], cfg, bindings)
     }
 
+    /// Its accounts, in configuration order.
     pub fn accounts(&self) -> &[Arc<Account>] {
         &self.inner.accounts
     }
@@ -530,6 +131,7 @@ impl AccountPool {
         &self.inner.accounts[0]
     }
 
+    /// Its settings.
     pub fn config(&self) -> &PoolConfig {
         &self.inner.cfg
     }
@@ -563,7 +165,7 @@ impl AccountPool {
             }
             let now = Instant::now();
             let probe = {
-                let mut h = lock(&a.health);
+                let mut h = a.health();
                 match h.avail(now) {
                     Avail::Down(_) => continue,
                     Avail::Probe => {
@@ -580,11 +182,11 @@ impl AccountPool {
             };
             match tokens.access_token().await {
                 Ok(_) => {
-                    let mut h = lock(&a.health);
+                    let mut h = a.health();
                     h.probing &= !lease.probe;
                     lease.probe = false;
                     if h.state != AccountState::Ok {
-                        recover(&mut h, &a.name);
+                        h.recover(&a.name);
                     }
                 }
                 Err(e) => {
@@ -600,13 +202,9 @@ impl AccountPool {
         let Some(a) = self.inner.accounts.iter().find(|a| &*a.name == name) else {
             return false;
         };
-        let mut h = lock(&a.health);
+        let mut h = a.health();
         let was = h.state;
-        h.state = AccountState::Ok;
-        h.until = None;
-        h.until_wall = None;
-        h.level = 0;
-        h.failures = 0;
+        h.clear();
         tracing::info!(account = %a.name, was = was.as_str(), "account reset by an admin");
         true
     }
@@ -620,7 +218,7 @@ impl AccountPool {
             .iter()
             .map(|a| {
                 let refresh_error = a.refresh_problem();
-                let h = lock(&a.health);
+                let h = a.health();
                 let available = !matches!(h.avail(now), Avail::Down(_)) && refresh_error.is_none();
                 let state = match h.state {
                     AccountState::Ok if refresh_error.is_some() => AccountState::RefreshFailing,
@@ -687,22 +285,18 @@ impl AccountPool {
             if tried.contains(&i) {
                 continue;
             }
-            match lock(&a.health).avail(now) {
+            match a.health().avail(now) {
                 Avail::Ready => ready.push(i),
                 Avail::Probe => probes.push(i),
                 Avail::Down(_) => {}
             }
         }
-        let sticky = key.and_then(|k| lock(&p.sticky).get(&k).map(|(i, _)| *i));
-        // a probe is claimed under the account's lock (two requests may race for it)
-        let claim = |i: usize| {
-            let mut h = lock(&p.accounts[i].health);
-            let due = matches!(h.avail(now), Avail::Probe);
-            if due {
-                h.probing = true;
-            }
-            due
-        };
+        // the conversation's account, if it is still one of ours
+        let sticky = key
+            .and_then(|k| p.bindings.get(k))
+            .and_then(|name| p.accounts.iter().position(|a| a.name == name));
+        // a probe is claimed under the account's health guard (two requests may race for it)
+        let claim = |i: usize| p.accounts[i].health().claim_probe(now);
         let mut choice = None;
         if let Some(s) = sticky {
             if ready.contains(&s) {
@@ -715,21 +309,13 @@ impl AccountPool {
             choice = probes.iter().find(|i| claim(**i)).map(|i| (*i, true));
         }
         if choice.is_none() && !ready.is_empty() {
-            choice = Some((self.choose(&ready), false));
+            choice = Some((p.chooser.choose(&p.accounts, &ready), false));
         }
         let Some((i, probe)) = choice else {
             return Err(self.all_down(now));
         };
         if let Some(k) = key {
-            let mut s = lock(&p.sticky);
-            if s.len() >= p.cfg.sticky_max && !s.contains_key(&k) {
-                let ttl = p.cfg.sticky_ttl;
-                s.retain(|_, (_, used)| now.saturating_duration_since(*used) < ttl);
-                if s.len() >= p.cfg.sticky_max {
-                    s.clear();
-                }
-            }
-            s.insert(k, (i, now));
+            p.bindings.bind(k, &p.accounts[i].name);
         }
         Ok(lease(i, probe))
     }
@@ -741,7 +327,7 @@ impl AccountPool {
         let mut quota_exhausted = true;
         let mut reasons = Vec::new();
         for a in &self.inner.accounts {
-            let h = lock(&a.health);
+            let h = a.health();
             match h.avail(now) {
                 Avail::Down(t) => {
                     if let Some(t) = t {
@@ -749,7 +335,7 @@ impl AccountPool {
                     }
                     rate_limited &= h.rate_limited;
                     quota_exhausted &= h.quota;
-                    reasons.push(format!("{}: {}", a.name, down_reason(&h, now)));
+                    reasons.push(format!("{}: {}", a.name, h.down_reason(now)));
                 }
                 _ => {
                     rate_limited = false;
@@ -766,172 +352,16 @@ impl AccountPool {
         }
     }
 
-    /// The strategy's pick among `ready` (not empty).
-    fn choose(&self, ready: &[usize]) -> usize {
-        let p = &*self.inner;
-        match p.cfg.strategy {
-            Strategy::Priority => *ready
-                .iter()
-                .min_by_key(|i| (p.accounts[**i].priority, **i))
-                .unwrap_or(&ready[0]),
-            Strategy::RoundRobin => self.weighted_rr(ready),
-            Strategy::LeastInFlight => {
-                let load = |i: usize| {
-                    let a = &p.accounts[i];
-                    a.in_flight.load(Ordering::Relaxed) as u64 * 1_000_000 / u64::from(a.weight)
-                };
-                let least = ready.iter().map(|i| load(*i)).min().unwrap_or(0);
-                let tied: Vec<usize> = ready
-                    .iter()
-                    .copied()
-                    .filter(|i| load(*i) == least)
-                    .collect();
-                self.weighted_rr(&tied)
-            }
-        }
-    }
-
-    fn weighted_rr(&self, among: &[usize]) -> usize {
-        let p = &*self.inner;
-        let mut cw = lock(&p.rr);
-        let total: i64 = among.iter().map(|i| i64::from(p.accounts[*i].weight)).sum();
-        let mut best = among[0];
-        for i in among {
-            cw[*i] += i64::from(p.accounts[*i].weight);
-            if cw[*i] > cw[best] {
-                best = *i;
-            }
-        }
-        cw[best] -= total;
-        best
-    }
-
     /// Record a failed attempt; `true`: the request should move to another account.
     fn judge(&self, lease: &mut Lease, e: &Error) -> bool {
-        let pooled = self.is_pooled();
         let a = &lease.account;
         a.errors.fetch_add(1, Ordering::Relaxed);
-        let trip = classify(e);
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let mut h = lock(&a.health);
-        if lease.probe {
-            h.probing = false;
-            lease.probe = false;
-        }
-        let cfg = &self.inner.cfg;
-        let cooldown = |level: u32| {
-            cfg.cooldown
-                .saturating_mul(1u32 << level.min(20))
-                .min(cfg.cooldown_max.max(cfg.cooldown))
-        };
-        let set = |h: &mut Health, state: AccountState, wait: Option<Duration>, why: String| {
-            h.rate_limited = matches!(trip, Trip::Quota | Trip::Throttle(_));
-            h.quota = matches!(trip, Trip::Quota);
-            h.state = state;
-            h.until = wait.map(|w| now + w);
-            h.until_wall = wait.map(|w| wall + w);
-            h.failures = 0;
-            h.last_error = Some((wall, why));
-            tracing::warn!(account = %a.name, state = state.as_str(), wait_secs = wait.map(|w| w.as_secs()), error = %e, "account taken out of rotation");
-        };
-        match trip {
-            Trip::None => {
-                // the account answered: whatever was wrong was the request
-                if h.state != AccountState::Ok && h.until.is_some_and(|t| now >= t) {
-                    recover(&mut h, &a.name);
-                }
-                false
-            }
-            Trip::Quota => {
-                let wait = cfg.quota_park.duration_from(wall);
-                set(
-                    &mut h,
-                    AccountState::Parked,
-                    Some(wait),
-                    format!("quota: {e}"),
-                );
-                pooled
-            }
-            Trip::Suspended => {
-                set(
-                    &mut h,
-                    AccountState::Suspended,
-                    None,
-                    format!("suspended: {e}"),
-                );
-                pooled
-            }
-            Trip::Refresh => {
-                let wait = cooldown(h.level);
-                h.level += 1;
-                set(
-                    &mut h,
-                    AccountState::RefreshFailing,
-                    Some(wait),
-                    format!("refresh refused: {e}"),
-                );
-                pooled
-            }
-            Trip::Throttle(hint) if pooled => {
-                let wait = cooldown(h.level).max(hint.unwrap_or_default());
-                h.level += 1;
-                set(
-                    &mut h,
-                    AccountState::Cooling,
-                    Some(wait),
-                    format!("throttled: {e}"),
-                );
-                true
-            }
-            Trip::Failure if pooled => {
-                h.failures += 1;
-                h.last_error = Some((wall, format!("failed: {e}")));
-                if h.failures >= cfg.failure_threshold.max(1) || h.state != AccountState::Ok {
-                    let wait = cooldown(h.level);
-                    h.level += 1;
-                    set(
-                        &mut h,
-                        AccountState::Cooling,
-                        Some(wait),
-                        format!("failing: {e}"),
-                    );
-                    true
-                } else {
-                    false
-                }
-            }
-            Trip::Throttle(_) | Trip::Failure => {
-                h.last_error = Some((wall, format!("{e}")));
-                false
-            }
-        }
+        let probe = std::mem::take(&mut lease.probe);
+        let move_on = a
+            .health()
+            .on_failure(e, probe, &self.inner.cfg, self.is_pooled(), &a.name);
+        move_on
     }
-}
-
-fn recover(h: &mut Health, name: &str) {
-    tracing::info!(account = %name, was = h.state.as_str(), "account back in rotation");
-    h.state = AccountState::Ok;
-    h.until = None;
-    h.until_wall = None;
-    h.level = 0;
-    h.failures = 0;
-}
-
-fn down_reason(h: &Health, now: Instant) -> String {
-    let when = match h.until {
-        Some(t) => format!(
-            ", retried in {} s",
-            t.saturating_duration_since(now).as_secs().max(1)
-        ),
-        None => String::new(),
-    };
-    let why = h
-        .last_error
-        .as_ref()
-        .map(|(_, m)| m.as_str())
-        .unwrap_or("unavailable");
-    format!("{} ({why}){when}", h.state.as_str())
 }
 
 impl Service<GenerateRequest> for AccountPool {
@@ -998,19 +428,8 @@ impl Service<GenerateRequest> for AccountPool {
                 };
                 match result {
                     Ok(resp) => {
-                        {
-                            // it answered: whatever it was (a probe, a single account's
-                            // quota or suspension that has ended), it works now
-                            let mut h = lock(&account.health);
-                            h.failures = 0;
-                            if lease.probe {
-                                h.probing = false;
-                            }
-                            if h.state != AccountState::Ok {
-                                recover(&mut h, &account.name);
-                            }
-                        }
-                        lease.probe = false;
+                        let probe = std::mem::take(&mut lease.probe);
+                        account.health().on_success(probe, &account.name);
                         return Ok(metered(resp, lease));
                     }
                     Err(e) => {
@@ -1088,9 +507,12 @@ fn metered(mut resp: GenerateResponse, lease: Lease) -> GenerateResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::Strategy;
     use crate::kiro::UpstreamStatus;
     use bytes::Bytes;
     use http::{HeaderMap, StatusCode};
+    use std::sync::atomic::AtomicU64;
+    use tower::util::BoxCloneSyncService;
 
     fn status(code: u16, body: &'static str) -> Error {
         Error::Status(Box::new(UpstreamStatus::from_parts(
@@ -1412,18 +834,78 @@ mod tests {
         assert!(p.can_serve());
     }
 
-    #[test]
-    fn quota_parks_until_the_first_of_next_month() {
-        // 2026-12-15 12:00 UTC → 2027-01-01 00:00 UTC
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_797_336_000);
-        let d = QuotaPark::NextMonth.duration_from(t);
+    /// Two gateways (two pools) whose account "a" keeps its health in one shared store: the
+    /// throttle the first meets keeps "a" out of the second's rotation too.
+    #[tokio::test]
+    async fn a_health_store_shared_by_two_pools_keeps_a_throttled_account_out_of_both() {
+        use crate::accounts::MemoryHealthStore;
+        let shared = Arc::new(MemoryHealthStore::default());
+        let calls: Vec<_> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let gateway = |calls: &Arc<AtomicU64>| {
+            pool(
+                vec![
+                    fake("a", calls.clone(), throttled).with_health_store(shared.clone()),
+                    fake("b", Arc::new(AtomicU64::new(0)), healthy),
+                ],
+                Strategy::Priority,
+            )
+        };
+        let (first, second) = (gateway(&calls[0]), gateway(&calls[1]));
+        assert!(send(&first, None).await.is_ok());
+        assert_eq!(calls[0].load(Ordering::SeqCst), 1);
+        assert_eq!(second.snapshot()[0].state, "cooling");
+        assert!(send(&second, None).await.is_ok());
         assert_eq!(
-            crate::auth::source::format_expiry(t + d),
-            "2027-01-01T00:00:00Z"
+            calls[1].load(Ordering::SeqCst),
+            0,
+            "the second pool never tried the account the first found throttled"
         );
+    }
+
+    /// Bindings come from the pool's binding store and every pick with a key is written to
+    /// it: a store that binds every conversation to "c" sends them all there, whatever the
+    /// strategy would pick.
+    #[tokio::test]
+    async fn the_pool_follows_and_records_the_bindings_of_its_binding_store() {
+        use crate::accounts::BindingStore;
+        #[derive(Default)]
+        struct AlwaysC {
+            bound: std::sync::Mutex<Vec<(u64, String)>>,
+        }
+        impl BindingStore for AlwaysC {
+            fn get(&self, _key: ConversationKey) -> Option<Arc<str>> {
+                Some(Arc::from("c"))
+            }
+            fn bind(&self, key: ConversationKey, account: &Arc<str>) {
+                self.bound
+                    .lock()
+                    .unwrap()
+                    .push((key.0, account.to_string()));
+            }
+        }
+        let store = Arc::new(AlwaysC::default());
+        let c: Vec<_> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let p = AccountPool::with_bindings(
+            ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| fake(n, c[i].clone(), healthy))
+                .collect(),
+            PoolConfig {
+                strategy: Strategy::RoundRobin,
+                ..Default::default()
+            },
+            store.clone(),
+        )
+        .unwrap();
+        for k in 0..4 {
+            assert!(send(&p, Some(k)).await.is_ok());
+        }
+        let counts: Vec<u64> = c.iter().map(|x| x.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts, [0, 0, 4]);
         assert_eq!(
-            "600".parse::<QuotaPark>().unwrap(),
-            QuotaPark::For(Duration::from_secs(600))
+            *store.bound.lock().unwrap(),
+            (0..4).map(|k| (k, "c".to_owned())).collect::<Vec<_>>()
         );
     }
 }
